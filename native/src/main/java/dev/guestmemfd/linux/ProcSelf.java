@@ -1,0 +1,31 @@
+package dev.guestmemfd.linux;
+
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.stream.Stream;
+
+/** What {@code /proc/self} says about this process: open descriptors and mappings. */
+public final class ProcSelf {
+    private ProcSelf() {
+    }
+
+    /** {@return the number of file descriptors this process has open} */
+    public static int openDescriptors() {
+        try (Stream<Path> fds = Files.list(Path.of("/proc/self/fd"))) {
+            return (int) fds.count();
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+
+    /** {@return the number of mappings in {@code /proc/self/maps} whose path contains {@code needle}} */
+    public static long mappingsOf(String needle) {
+        try (Stream<String> lines = Files.lines(Path.of("/proc/self/maps"))) {
+            return lines.filter(l -> l.contains(needle)).count();
+        } catch (IOException e) {
+            throw new UncheckedIOException(e);
+        }
+    }
+}
