@@ -1,0 +1,837 @@
+package dev.guestmemfd;
+
+import dev.guestmemfd.internal.BackingFile;
+import dev.guestmemfd.internal.RunMap;
+import dev.guestmemfd.linux.Fd;
+import dev.guestmemfd.linux.KvmUapi;
+import dev.guestmemfd.linux.LinuxException;
+import dev.guestmemfd.linux.Mman;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Set;
+import java.util.concurrent.locks.Condition;
+import java.util.concurrent.locks.ReentrantLock;
+
+/**
+ * A guest memory file: a fixed-size, memory-only file whose pages are allocated on demand,
+ * zeroed before first use, freed by punching holes, and kept shared or private.
+ *
+ * <p>Host code reaches shared pages through a {@link HostMapping} (revocable leases) or a
+ * {@link Pin} (short, not revocable); owners ({@link Owner}, through a {@link Binding})
+ * reach every page. Converting pages to private revokes every lease over them before it
+ * returns, waits a bounded time for pins, and asks the owners; it happens whole or not at all.
+ *
+ * <p>Errors carry the errno that the kernel's guest_memfd gives for the same input
+ * ({@link GuestMemoryException#errno()}); a refused call changes nothing.
+ *
+ * @implSpec Thread safe. Every change of state, and every grant of a lease or pin, happens
+ * under one lock per file, so that they are linearizable; access through a granted segment
+ * takes no lock. The conversion protocol is described in {@code docs/STATE-MODEL.md}.
+ */
+public final class GuestMemory implements AutoCloseable {
+    /** The page size: every offset and length given to the file must be a multiple of it. */
+    public static final long PAGE_SIZE = Mman.PAGE_SIZE;
+    /** How long a conversion to private waits for pins unless told otherwise. */
+    public static final Duration DEFAULT_PIN_WAIT = Duration.ofMillis(10);
+
+    private final BackingFile file;
+    private final Backing backing;
+    private final long size;
+    private final long pages;
+    private final Set<Flag> flags;
+    /** Set where a page is private. */
+    private final RunMap attributes;
+    /**
+     * Set where the library allocated a page with fallocate. The kernel counts such a page as
+     * resident only once it is written, so residency alone would miss it.
+     */
+    private final RunMap fallocated = new RunMap(false);
+
+    private final ReentrantLock lock = new ReentrantLock();
+    /** Signalled whenever a pin is dropped or a conversion ends. */
+    private final Condition changed = lock.newCondition();
+    private final List<Lease> leases = new ArrayList<>();
+    private final List<Pin> pins = new ArrayList<>();
+    private final List<Binding> bindings = new ArrayList<>();
+    /** The range of the conversion in progress, whose pages grant no new host reference. */
+    private long busyStart = -1;
+    private long busyEnd = -1;
+    private long conversions;
+    private boolean closed;
+    private Duration pinWait = DEFAULT_PIN_WAIT;
+
+    private GuestMemory(BackingFile file, Backing backing, Set<Flag> flags) {
+        this.file = file;
+        this.backing = backing;
+        this.size = file.size();
+        this.pages = size / PAGE_SIZE;
+        this.flags = Set.copyOf(flags);
+        this.attributes = new RunMap(!flags.contains(Flag.INIT_SHARED));
+    }
+
+    /**
+     * Creates a guest memory file on the backing that its flags call for: {@code memfd_secret}
+     * with {@link Flag#NO_DIRECT_MAP}, a memfd otherwise.
+     *
+     * @see #create(long, long, Backing)
+     */
+    public static GuestMemory create(long size, Set<Flag> flags) {
+        return create(size, Flag.bits(flags), flags.contains(Flag.NO_DIRECT_MAP) ? Backing.SECRET : Backing.MEMFD);
+    }
+
+    /**
+     * Creates a guest memory file.
+     *
+     * @param size    bytes, a positive multiple of {@link #PAGE_SIZE}; never changes
+     * @param flags   the bits of {@link Flag}
+     * @param backing where the pages come from
+     * @return the new file, every page absent, shared or private as the flags say
+     * @throws GuestMemoryException {@code EINVAL} for a size that is not a positive multiple of
+     *                              the page size, unknown flag bits, or {@link Flag#NO_DIRECT_MAP}
+     *                              on a backing that keeps the direct map; {@code ENODEV} when
+     *                              the host lacks the backing; {@code ENOMEM} and the like from
+     *                              the kernel
+     */
+    public static GuestMemory create(long size, long flags, Backing backing) {
+        String op = "create(size=" + size + ", flags=0x" + Long.toHexString(flags) + ", backing=" + backing + ")";
+        if (size <= 0 || size % PAGE_SIZE != 0) {
+            throw new GuestMemoryException("EINVAL", op, "size must be a positive multiple of " + PAGE_SIZE, -1);
+        }
+        if ((flags & ~Flag.KNOWN_BITS) != 0) {
+            throw new GuestMemoryException("EINVAL", op, "unknown flag bits 0x" + Long.toHexString(flags & ~Flag.KNOWN_BITS), -1);
+        }
+        if ((flags & Flag.NO_DIRECT_MAP.bit()) != 0 && backing != Backing.SECRET) {
+            throw new GuestMemoryException("EINVAL", op, "NO_DIRECT_MAP needs the SECRET backing; " + backing
+                    + " pages stay in the kernel's direct map", -1);
+        }
+        try {
+            BackingFile file = switch (backing) {
+                case MEMFD -> new BackingFile.Memfd(size);
+                case SECRET -> new BackingFile.Secret(size);
+                case KERNEL -> kernelFile(size, -1);
+            };
+            return new GuestMemory(file, backing, Flag.of(flags));
+        } catch (LinuxException e) {
+            throw fromKernel(op, e);
+        }
+    }
+
+    /**
+     * Creates a guest memory file on the kernel's guest_memfd of a VM that the caller runs:
+     * KVM binds a guest_memfd only into the VM it was created on.
+     *
+     * @param vmFd a KVM VM file descriptor; the caller keeps it open at least as long as the file
+     * @see #create(long, long, Backing)
+     */
+    public static GuestMemory createOnVm(long size, long flags, int vmFd) {
+        String op = "createOnVm(size=" + size + ", flags=0x" + Long.toHexString(flags) + ", vm=" + vmFd + ")";
+        if (size <= 0 || size % PAGE_SIZE != 0) {
+            throw new GuestMemoryException("EINVAL", op, "size must be a positive multiple of " + PAGE_SIZE, -1);
+        }
+        if ((flags & ~(Flag.MMAP.bit() | Flag.INIT_SHARED.bit())) != 0) {
+            throw new GuestMemoryException("EINVAL", op, "the kernel's guest_memfd takes only MMAP and INIT_SHARED here", -1);
+        }
+        try {
+            return new GuestMemory(kernelFile(size, vmFd), Backing.KERNEL, Flag.of(flags));
+        } catch (LinuxException e) {
+            throw fromKernel(op, e);
+        }
+    }
+
+    private static BackingFile kernelFile(long size, int vmFd) {
+        int ownVm = -1;
+        if (vmFd < 0) {
+            int kvm;
+            try {
+                kvm = Fd.open("/dev/kvm", Fd.O_RDWR | Fd.O_CLOEXEC);
+            } catch (LinuxException e) {
+                throw new LinuxException(dev.guestmemfd.linux.Errno.ENODEV.number(),
+                        "open(/dev/kvm) for the KERNEL backing failed with " + e.errnoName());
+            }
+            try {
+                ownVm = dev.guestmemfd.linux.Ioctl.ioctl(kvm, KvmUapi.KVM_CREATE_VM, 0);
+            } finally {
+                Fd.close(kvm);
+            }
+            vmFd = ownVm;
+        }
+        try (Arena arena = Arena.ofConfined()) {
+            // The library maps every page itself and enforces private access, so the kernel's
+            // file is created host-mappable and shared whatever the caller's flags say.
+            MemorySegment args = new KvmUapi.GuestMemfdCreate(size,
+                    KvmUapi.GUEST_MEMFD_FLAG_MMAP | KvmUapi.GUEST_MEMFD_FLAG_INIT_SHARED).toSegment(arena);
+            int fd = dev.guestmemfd.linux.Ioctl.ioctl(vmFd, KvmUapi.KVM_CREATE_GUEST_MEMFD, args);
+            return new BackingFile.KernelGuestMemfd(fd, size, ownVm);
+        } catch (LinuxException e) {
+            if (ownVm >= 0) {
+                Fd.close(ownVm);
+            }
+            throw e;
+        }
+    }
+
+    static GuestMemoryException fromKernel(String op, LinuxException e) {
+        return new GuestMemoryException(e.errnoName(), op, "the kernel refused: " + e.call(), e);
+    }
+
+    /** {@return the size in bytes} */
+    public long size() {
+        return size;
+    }
+
+    /** {@return the size of a page, the file's block size} */
+    public long blockSize() {
+        return PAGE_SIZE;
+    }
+
+    /** {@return the creation flags} */
+    public Set<Flag> flags() {
+        return flags;
+    }
+
+    /** {@return the backing} */
+    public Backing backing() {
+        return backing;
+    }
+
+    /** {@return true when punching a hole returns the pages' memory to the system} */
+    public boolean returnsPunchedMemory() {
+        return file.returnsPunchedMemory();
+    }
+
+    /** Sets how long a conversion to private waits for pins before it fails with {@code EAGAIN}. */
+    public void pinWait(Duration wait) {
+        if (wait.isNegative()) {
+            throw new IllegalArgumentException("pin wait " + wait + " is negative");
+        }
+        lock.lock();
+        try {
+            pinWait = wait;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    // ---------------------------------------------------------------- allocate and punch
+
+    /** {@code fallocate} mode bit: keep the size (required). */
+    public static final int KEEP_SIZE = Fd.FALLOC_FL_KEEP_SIZE;
+    /** {@code fallocate} mode bit: punch a hole. */
+    public static final int PUNCH_HOLE = Fd.FALLOC_FL_PUNCH_HOLE;
+
+    /**
+     * The kernel's {@code fallocate} on a guest_memfd.
+     *
+     * @param mode {@link #KEEP_SIZE}, optionally with {@link #PUNCH_HOLE}
+     * @throws GuestMemoryException {@code EOPNOTSUPP} for a mode without KEEP_SIZE or with any
+     *                              other bit; {@code EINVAL} for an offset or length that is
+     *                              negative, zero (length) or not page aligned, or an
+     *                              allocation past the end; {@code EBADF} when closed
+     */
+    public void fallocate(int mode, long offset, long length) {
+        String op = "fallocate(mode=0x" + Integer.toHexString(mode) + ", offset=" + offset + ", len=" + length + ")";
+        if (offset < 0 || length <= 0) {
+            throw new GuestMemoryException("EINVAL", op, "offset must be >= 0 and length > 0", -1);
+        }
+        if ((mode & ~(KEEP_SIZE | PUNCH_HOLE)) != 0 || (mode & KEEP_SIZE) == 0) {
+            throw new GuestMemoryException("EOPNOTSUPP", op, "mode must be KEEP_SIZE, optionally with PUNCH_HOLE", -1);
+        }
+        if (offset % PAGE_SIZE != 0 || length % PAGE_SIZE != 0) {
+            throw new GuestMemoryException("EINVAL", op, "offset and length must be page aligned", -1);
+        }
+        boolean punch = (mode & PUNCH_HOLE) != 0;
+        if (!punch && (offset > size || length > size - offset)) {
+            throw new GuestMemoryException("EINVAL", op, "allocation past the end of the " + size + "-byte file", -1);
+        }
+        lock.lock();
+        try {
+            ensureOpen(op);
+            if (punch) {
+                // As the kernel does, a punch past the end is clamped, and may become a no-op.
+                long end = offset >= size ? offset : Math.min(size, offset + Math.min(length, size));
+                if (end > offset) {
+                    punchLocked(op, offset, end - offset);
+                }
+            } else {
+                file.allocate(offset, length);
+                fallocated.set(page(offset), page(offset + length), true);
+            }
+        } catch (LinuxException e) {
+            throw fromKernel(op, e);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Allocates the pages of a range: {@code fallocate(KEEP_SIZE, offset, length)}. */
+    public void allocate(long offset, long length) {
+        fallocate(KEEP_SIZE, offset, length);
+    }
+
+    /** Frees the pages of a range; they read as zero afterwards: {@code fallocate(KEEP_SIZE | PUNCH_HOLE, ...)}. */
+    public void punchHole(long offset, long length) {
+        fallocate(KEEP_SIZE | PUNCH_HOLE, offset, length);
+    }
+
+    private void punchLocked(String op, long offset, long length) {
+        waitWhileBusy(offset, length);
+        List<Binding> affected = bindingsOver(offset, length);
+        for (Binding b : affected) {
+            b.invalidateBegin(offset, length);
+        }
+        try {
+            file.punch(offset, length);
+            fallocated.set(page(offset), page(offset + length), false);
+        } finally {
+            for (Binding b : affected) {
+                b.invalidateEnd(offset, length);
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- conversion
+
+    /**
+     * Converts a range to shared or private, whole or not at all.
+     *
+     * <p>To private: new host references over the range wait; pins over it are waited for
+     * (at most the pin wait), then every lease over it is revoked, the owners are told, and
+     * only then do the pages change. To shared: the owners are asked first. Pages already in
+     * the target state are left as they are, contents included.
+     *
+     * @throws GuestMemoryException {@code EINVAL} for an unaligned, empty or out-of-file range;
+     *                              {@code EAGAIN} when a pin outlived the wait (error offset:
+     *                              the first pinned page), or a lease is in a native call;
+     *                              {@code EPERM} when an owner refused (error offset: the page);
+     *                              {@code EBADF} when closed
+     */
+    public void convert(long offset, long length, Attribute target, Content content) {
+        String op = "convert(offset=" + offset + ", len=" + length + ", " + target + ", " + content + ")";
+        checkRange(op, offset, length);
+        lock.lock();
+        try {
+            ensureOpen(op);
+            waitWhileBusy(0, size);  // one conversion at a time: the busy range is a single range
+            long first = page(offset);
+            long end = page(offset + length);
+            boolean toPrivate = target == Attribute.PRIVATE;
+            if ((toPrivate ? attributes.firstClear(first, end) : attributes.firstSet(first, end)) < 0) {
+                return;
+            }
+            busyStart = offset;
+            busyEnd = offset + length;
+            try {
+                if (toPrivate) {
+                    awaitNoPins(op, offset, length);
+                }
+                List<Binding> affected = bindingsOver(offset, length);
+                for (Binding b : affected) {
+                    b.invalidateBegin(offset, length);
+                }
+                try {
+                    if (toPrivate) {
+                        revokeLeases(op, offset, length);
+                    }
+                    prepareOwners(op, affected, offset, length, toPrivate);
+                    if (content == Content.ZERO) {
+                        zeroChanging(first, end, toPrivate);
+                    }
+                    attributes.set(first, end, toPrivate);
+                    conversions++;
+                } finally {
+                    for (Binding b : affected) {
+                        b.invalidateEnd(offset, length);
+                    }
+                }
+            } finally {
+                busyStart = busyEnd = -1;
+                changed.signalAll();
+            }
+        } catch (LinuxException e) {
+            throw fromKernel(op, e);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private void awaitNoPins(String op, long offset, long length) {
+        long remaining = pinWait.toNanos();
+        Pin pinned;
+        while ((pinned = firstPinOver(offset, length)) != null && remaining > 0) {
+            remaining = awaitNanos(remaining);
+        }
+        if (pinned != null) {
+            long at = Math.max(offset, pinned.offset());
+            throw new GuestMemoryException("EAGAIN", op, "page at offset " + at + " is still pinned after "
+                    + pinWait.toMillis() + " ms", at);
+        }
+    }
+
+    private long awaitNanos(long nanos) {
+        try {
+            return changed.awaitNanos(nanos);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+            return 0;
+        }
+    }
+
+    private Pin firstPinOver(long offset, long length) {
+        Pin first = null;
+        for (Pin p : pins) {
+            if (overlaps(p.offset(), p.length(), offset, length) && (first == null || p.offset() < first.offset())) {
+                first = p;
+            }
+        }
+        return first;
+    }
+
+    private void revokeLeases(String op, long offset, long length) {
+        for (var it = leases.iterator(); it.hasNext(); ) {
+            Lease lease = it.next();
+            if (overlaps(lease.fileOffset(), lease.length(), offset, length)) {
+                if (!lease.revoke()) {
+                    throw new GuestMemoryException("EAGAIN", op, "a segment over offset " + lease.fileOffset()
+                            + " is in use by a native call and cannot be revoked now", lease.fileOffset());
+                }
+                it.remove();
+            }
+        }
+    }
+
+    private void prepareOwners(String op, List<Binding> affected, long offset, long length, boolean toPrivate) {
+        List<Binding> done = new ArrayList<>();
+        for (Binding b : affected) {
+            try {
+                b.prepare(offset, length, toPrivate);
+                done.add(b);
+            } catch (OwnerRefusal refusal) {
+                for (int i = done.size() - 1; i >= 0; i--) {
+                    done.get(i).undoPrepare(offset, length, toPrivate);
+                }
+                throw new GuestMemoryException("EPERM", op, "owner refused page at offset " + refusal.offset()
+                        + ": " + refusal.getMessage(), refusal.offset());
+            }
+        }
+    }
+
+    /** Zeroes the pages of {@code [first, end)} that are not yet in the target state. */
+    private void zeroChanging(long first, long end, boolean toPrivate) {
+        attributes.forEachRun(first, end, !toPrivate, (from, to) -> {
+            file.punch(from * PAGE_SIZE, (to - from) * PAGE_SIZE);
+            fallocated.set(from, to, false);
+        });
+    }
+
+    // ---------------------------------------------------------------- host references
+
+    /**
+     * Maps a range of the file for host access. As with {@code mmap}, the range may reach past
+     * the end of the file; pages past the end fault when touched.
+     *
+     * @param offset a page-aligned file offset
+     * @param length bytes, positive
+     * @param type   {@link MapType#SHARED}; private (copy-on-write) mappings are refused
+     * @throws GuestMemoryException {@code ENODEV} without {@link Flag#MMAP}; {@code EINVAL} for
+     *                              a private mapping or an unaligned offset or empty length;
+     *                              {@code EBADF} when closed
+     */
+    public HostMapping map(long offset, long length, MapType type) {
+        String op = "mmap(offset=" + offset + ", len=" + length + ", " + type + ")";
+        lock.lock();
+        try {
+            ensureOpen(op);
+            if (!flags.contains(Flag.MMAP)) {
+                throw new GuestMemoryException("ENODEV", op, "the file was created without MMAP", -1);
+            }
+            if (type != MapType.SHARED) {
+                throw new GuestMemoryException("EINVAL", op, "guest memory cannot be mapped copy-on-write", -1);
+            }
+            if (offset < 0 || offset % PAGE_SIZE != 0 || length <= 0) {
+                throw new GuestMemoryException("EINVAL", op, "offset must be page aligned and length positive", -1);
+            }
+            return new HostMapping(this, offset, length);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Maps a range for host access: {@code map(offset, length, MapType.SHARED)}. */
+    public HostMapping map(long offset, long length) {
+        return map(offset, length, MapType.SHARED);
+    }
+
+    /**
+     * Pins shared pages for I/O: the pins' segment stays valid until {@link Pin#close()}, and
+     * conversions to private of its pages wait for it, then fail.
+     *
+     * @throws GuestMemoryException {@code EINVAL} for an unaligned, empty or out-of-file range;
+     *                              {@code EFAULT} when a page is private; {@code EBADF} when closed
+     */
+    public Pin pin(long offset, long length) {
+        String op = "pin(offset=" + offset + ", len=" + length + ")";
+        checkRange(op, offset, length);
+        lock.lock();
+        try {
+            ensureOpen(op);
+            waitWhileBusy(offset, length);
+            long priv = attributes.firstSet(page(offset), page(offset + length));
+            if (priv >= 0) {
+                throw new GuestMemoryException("EFAULT", op, "page at offset " + priv * PAGE_SIZE + " is private",
+                        priv * PAGE_SIZE);
+            }
+            Arena arena = Arena.ofShared();
+            Pin pin = new Pin(this, offset, length, arena, Mman.view(file.pages(), offset, length, arena));
+            pins.add(pin);
+            return pin;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    void unpin(Pin pin) {
+        lock.lock();
+        try {
+            if (pins.remove(pin)) {
+                pin.arena().close();
+                changed.signalAll();
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Grants a lease over {@code [fileOffset, fileOffset + length)}; host code may touch only shared pages in the file. */
+    Lease lease(HostMapping mapping, long fileOffset, long length, String op) {
+        lock.lock();
+        try {
+            ensureOpen(op);
+            ensureMapped(mapping, op);
+            waitWhileBusy(fileOffset, length);
+            checkHostAccess(op, fileOffset, length);
+            Arena arena = Arena.ofShared();
+            Lease lease = new Lease(this, mapping, fileOffset, length, arena,
+                    Mman.view(file.pages(), fileOffset, length, arena));
+            leases.add(lease);
+            return lease;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    void release(Lease lease) {
+        lock.lock();
+        try {
+            if (leases.remove(lease)) {
+                lease.revoke();
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Copies between the file and host memory under the lock, after checking every page. */
+    void hostCopy(HostMapping mapping, long fileOffset, MemorySegment host, boolean toFile, String op) {
+        lock.lock();
+        try {
+            ensureOpen(op);
+            ensureMapped(mapping, op);
+            waitWhileBusy(fileOffset, host.byteSize());
+            checkHostAccess(op, fileOffset, host.byteSize());
+            MemorySegment pagesInFile = file.pages().asSlice(fileOffset, host.byteSize());
+            if (toFile) {
+                pagesInFile.copyFrom(host);
+            } else {
+                host.copyFrom(pagesInFile);
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    void unmap(HostMapping mapping) {
+        lock.lock();
+        try {
+            for (var it = leases.iterator(); it.hasNext(); ) {
+                Lease lease = it.next();
+                if (lease.mapping() == mapping) {
+                    lease.revoke();
+                    it.remove();
+                }
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private void ensureMapped(HostMapping mapping, String op) {
+        if (mapping.isClosed()) {
+            throw new GuestMemoryException("EFAULT", op, "the mapping was unmapped", -1);
+        }
+    }
+
+    private void checkHostAccess(String op, long fileOffset, long length) {
+        if (length <= 0) {
+            return;
+        }
+        long firstPage = page(fileOffset);
+        long endPage = page(fileOffset + length + PAGE_SIZE - 1);
+        if (fileOffset >= size) {
+            throw new HostAccessFault(op, firstPage * PAGE_SIZE, "past the end of the " + size + "-byte file");
+        }
+        long priv = attributes.firstSet(firstPage, Math.min(endPage, pages));
+        if (priv >= 0) {
+            throw new HostAccessFault(op, priv * PAGE_SIZE, "the page is private");
+        }
+        if (fileOffset + length > size) {
+            throw new HostAccessFault(op, size, "past the end of the " + size + "-byte file");
+        }
+    }
+
+    // ---------------------------------------------------------------- owners
+
+    /**
+     * Binds a range of the file to an owner: from now on it receives the invalidations and
+     * preparations of that range, and may read and write its pages, private ones included.
+     *
+     * @throws GuestMemoryException {@code EINVAL} for an unaligned, empty or out-of-file range,
+     *                              or one that overlaps another binding's; {@code EBADF} when closed
+     */
+    public Binding bind(Owner owner, long offset, long length) {
+        String op = "bind(offset=" + offset + ", len=" + length + ")";
+        checkRange(op, offset, length);
+        lock.lock();
+        try {
+            ensureOpen(op);
+            for (Binding b : bindings) {
+                if (overlaps(b.offset(), b.length(), offset, length)) {
+                    throw new GuestMemoryException("EINVAL", op, "file range [" + b.offset() + ", "
+                            + (b.offset() + b.length()) + ") is already bound", Math.max(offset, b.offset()));
+                }
+            }
+            Binding binding = new Binding(this, owner, offset, length, file.pages().asSlice(offset, length));
+            bindings.add(binding);
+            return binding;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    void unbind(Binding binding) {
+        lock.lock();
+        try {
+            if (bindings.remove(binding)) {
+                binding.owner().release(binding);
+            }
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Runs {@code action} with the lock held, after checking that the file is open. */
+    void locked(String op, Runnable action) {
+        lock.lock();
+        try {
+            ensureOpen(op);
+            action.run();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    private List<Binding> bindingsOver(long offset, long length) {
+        List<Binding> over = new ArrayList<>(2);
+        for (Binding b : bindings) {
+            if (overlaps(b.offset(), b.length(), offset, length)) {
+                over.add(b);
+            }
+        }
+        return over;
+    }
+
+    // ---------------------------------------------------------------- state
+
+    /** {@return the attribute of the page at {@code offset}} */
+    public Attribute attribute(long offset) {
+        if (offset < 0 || offset >= size) {
+            throw new IndexOutOfBoundsException("offset " + offset + " is outside the " + size + "-byte file");
+        }
+        lock.lock();
+        try {
+            return attributes.isSet(page(offset)) ? Attribute.PRIVATE : Attribute.SHARED;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** {@return true when every page of the range is private} */
+    boolean allPrivate(long offset, long length) {
+        return attributes.firstClear(page(offset), page(offset + length)) < 0;
+    }
+
+    /**
+     * {@return the file as runs of pages in the same state, in offset order} Whether a page is
+     * allocated is asked of the kernel ({@code mincore}), so it includes pages a guest touched.
+     */
+    public List<PageRun> pageRuns() {
+        lock.lock();
+        try {
+            ensureOpen("pageRuns()");
+            List<PageRun> runs = new ArrayList<>();
+            RunMap allocated = new RunMap(false);
+            BackingFile.forEachResidentRun(file, 0, size, (o, l) -> allocated.set(page(o), page(o + l), true));
+            fallocated.forEachRun(0, pages, true, (from, to) -> allocated.set(from, to, true));
+            // Cut the file where either bit flips.
+            List<Long> cuts = new ArrayList<>();
+            attributes.forEachFlip(1, pages, p -> cuts.add(p * PAGE_SIZE));
+            allocated.forEachFlip(1, pages, p -> cuts.add(p * PAGE_SIZE));
+            cuts.add(size);
+            cuts.sort(null);
+            long start = 0;
+            for (long cut : cuts) {
+                if (cut <= start) {
+                    continue;
+                }
+                boolean isAllocated = allocated.isSet(page(start));
+                Attribute attribute = attributes.isSet(page(start)) ? Attribute.PRIVATE : Attribute.SHARED;
+                PageRun last = runs.isEmpty() ? null : runs.getLast();
+                if (last != null && last.attribute() == attribute && last.allocated() == isAllocated) {
+                    runs.set(runs.size() - 1, new PageRun(last.offset(), cut - last.offset(), attribute, isAllocated));
+                } else {
+                    runs.add(new PageRun(start, cut - start, attribute, isAllocated));
+                }
+                start = cut;
+            }
+            return runs;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** {@return how many pages are shared, private and allocated} */
+    public PageCounts pageCounts() {
+        long shared = 0;
+        long privates = 0;
+        long allocated = 0;
+        for (PageRun run : pageRuns()) {
+            long n = run.length() / PAGE_SIZE;
+            if (run.attribute() == Attribute.SHARED) {
+                shared += n;
+            } else {
+                privates += n;
+            }
+            if (run.allocated()) {
+                allocated += n;
+            }
+        }
+        return new PageCounts(pages, shared, privates, allocated);
+    }
+
+    /** {@return the heap bytes used to track page state: it grows with conversions, not with size} */
+    public long metadataBytes() {
+        lock.lock();
+        try {
+            return attributes.bytesUsed() + fallocated.bytesUsed();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** {@return the number of conversions that changed at least one page} */
+    public long conversions() {
+        lock.lock();
+        try {
+            return conversions;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** {@return the file descriptor of the backing, for owners that hand it to the kernel} */
+    public int fd() {
+        return file.fd();
+    }
+
+    /** {@return true once closed} */
+    public boolean isClosed() {
+        lock.lock();
+        try {
+            return closed;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * Closes the file: revokes every lease and pin, releases every binding, and frees the
+     * memory. Idempotent.
+     */
+    @Override
+    public void close() {
+        lock.lock();
+        try {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            for (Lease lease : leases) {
+                lease.revoke();
+            }
+            leases.clear();
+            for (Pin pin : pins) {
+                pin.arena().close();
+            }
+            pins.clear();
+            for (Binding b : List.copyOf(bindings)) {
+                bindings.remove(b);
+                b.owner().release(b);
+            }
+            changed.signalAll();
+        } finally {
+            lock.unlock();
+        }
+        file.close();
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    private void ensureOpen(String op) {
+        if (closed) {
+            throw new GuestMemoryException("EBADF", op, "the file is closed", -1);
+        }
+    }
+
+    /** Waits until no conversion is in progress over the range (conversions wait for any). */
+    private void waitWhileBusy(long offset, long length) {
+        while (busyStart >= 0 && overlaps(busyStart, busyEnd - busyStart, offset, length)) {
+            changed.awaitUninterruptibly();
+        }
+        if (closed) {
+            throw new GuestMemoryException("EBADF", "wait", "the file was closed", -1);
+        }
+    }
+
+    private void checkRange(String op, long offset, long length) {
+        if (offset < 0 || length <= 0 || offset % PAGE_SIZE != 0 || length % PAGE_SIZE != 0) {
+            throw new GuestMemoryException("EINVAL", op, "offset and length must be page aligned, length positive", -1);
+        }
+        if (offset > size || length > size - offset) {
+            throw new GuestMemoryException("EINVAL", op, "range ends past the " + size + "-byte file", -1);
+        }
+    }
+
+    static boolean overlaps(long aOffset, long aLength, long bOffset, long bLength) {
+        return aOffset < bOffset + bLength && bOffset < aOffset + aLength;
+    }
+
+    private static long page(long offset) {
+        return offset / PAGE_SIZE;
+    }
+
+    MemorySegment pages() {
+        return file.pages();
+    }
+}

@@ -1,0 +1,221 @@
+package dev.guestmemfd.internal;
+
+import dev.guestmemfd.linux.Fd;
+import dev.guestmemfd.linux.LinuxException;
+import dev.guestmemfd.linux.Mman;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemorySegment;
+
+/**
+ * The kernel file under a guest memory file, and the one mapping of all of it through which
+ * the library (and the owner, for it) reaches its pages.
+ *
+ * <p>The library enforces shared/private itself: every backing is mapped whole, read and
+ * write, once, and host code only ever sees views of that mapping over shared pages.
+ */
+public abstract sealed class BackingFile implements AutoCloseable
+        permits BackingFile.Memfd, BackingFile.Secret, BackingFile.KernelGuestMemfd {
+    private final int fd;
+    private final long size;
+    private final Arena arena = Arena.ofShared();
+    private final MemorySegment pages;
+
+    BackingFile(int fd, long size) {
+        this.fd = fd;
+        this.size = size;
+        try {
+            this.pages = Mman.mmap(arena, size, Mman.PROT_READ | Mman.PROT_WRITE,
+                    Mman.MAP_SHARED | Mman.MAP_NORESERVE, fd, 0);
+        } catch (LinuxException e) {
+            arena.close();
+            Fd.close(fd);
+            throw e;
+        }
+    }
+
+    /** {@return the file descriptor} */
+    public final int fd() {
+        return fd;
+    }
+
+    /** {@return the file size} */
+    public final long size() {
+        return size;
+    }
+
+    /** {@return the mapping of the whole file} */
+    public final MemorySegment pages() {
+        return pages;
+    }
+
+    /** {@return true when punching a hole gives the pages back to the system} */
+    public abstract boolean returnsPunchedMemory();
+
+    /** Allocates the pages of an aligned range that lies inside the file. */
+    public abstract void allocate(long offset, long length);
+
+    /** Frees (or zeroes in place) the pages of an aligned range that lies inside the file. */
+    public abstract void punch(long offset, long length);
+
+    /**
+     * Writes into {@code residency} one byte per page of {@code [offset, offset + length)},
+     * bit 0 set where the page is allocated.
+     */
+    public void residency(long offset, long length, MemorySegment residency) {
+        Mman.mincore(pages.asSlice(offset, length), residency);
+    }
+
+    @Override
+    public void close() {
+        arena.close();
+        Fd.close(fd);
+    }
+
+    /** A memfd: fallocate and punch hole are the kernel's. */
+    public static final class Memfd extends BackingFile {
+        public Memfd(long size) {
+            super(create(size), size);
+        }
+
+        private static int create(long size) {
+            int fd = dev.guestmemfd.linux.Memfd.create("guestmemfd", dev.guestmemfd.linux.Memfd.MFD_CLOEXEC);
+            try {
+                Fd.ftruncate(fd, size);
+            } catch (LinuxException e) {
+                Fd.close(fd);
+                throw e;
+            }
+            return fd;
+        }
+
+        @Override
+        public boolean returnsPunchedMemory() {
+            return true;
+        }
+
+        @Override
+        public void allocate(long offset, long length) {
+            Fd.fallocate(fd(), Fd.FALLOC_FL_KEEP_SIZE, offset, length);
+        }
+
+        @Override
+        public void punch(long offset, long length) {
+            Fd.fallocate(fd(), Fd.FALLOC_FL_KEEP_SIZE | Fd.FALLOC_FL_PUNCH_HOLE, offset, length);
+        }
+    }
+
+    /**
+     * A memfd_secret. The kernel refuses fallocate and every way of freeing part of it, so
+     * allocation faults the pages in and a punch zeroes them where they are.
+     */
+    public static final class Secret extends BackingFile {
+        public Secret(long size) {
+            super(create(size), size);
+        }
+
+        private static int create(long size) {
+            int fd = dev.guestmemfd.linux.Memfd.createSecret(dev.guestmemfd.linux.Memfd.SECRET_CLOEXEC);
+            try {
+                Fd.ftruncate(fd, size);
+            } catch (LinuxException e) {
+                Fd.close(fd);
+                throw e;
+            }
+            return fd;
+        }
+
+        @Override
+        public boolean returnsPunchedMemory() {
+            return false;
+        }
+
+        @Override
+        public void allocate(long offset, long length) {
+            // MADV_POPULATE_WRITE goes through GUP, which secret memory refuses (EINVAL). An
+            // atomic add of zero faults each page in for writing without changing a byte,
+            // even while others write to it.
+            MemorySegment range = pages().asSlice(offset, length);
+            for (long p = 0; p < length; p += Mman.PAGE_SIZE) {
+                TOUCH.getAndAdd(range, p, 0);
+            }
+        }
+
+        private static final java.lang.invoke.VarHandle TOUCH = java.lang.foreign.ValueLayout.JAVA_INT.varHandle();
+
+        @Override
+        public void punch(long offset, long length) {
+            // Zero only what is allocated: touching a hole would allocate it.
+            forEachResidentRun(this, offset, length, (o, l) -> pages().asSlice(o, l).fill((byte) 0));
+        }
+    }
+
+    /** The kernel's guest_memfd, created on a VM with MMAP and INIT_SHARED so the library can map it. */
+    public static final class KernelGuestMemfd extends BackingFile {
+        private final int vmFdToClose;
+
+        /**
+         * @param fd          a guest_memfd of {@code size} bytes
+         * @param vmFdToClose the VM created only for this file, closed with it, or -1
+         */
+        public KernelGuestMemfd(int fd, long size, int vmFdToClose) {
+            super(fd, size);
+            this.vmFdToClose = vmFdToClose;
+        }
+
+        @Override
+        public boolean returnsPunchedMemory() {
+            return true;
+        }
+
+        @Override
+        public void allocate(long offset, long length) {
+            Fd.fallocate(fd(), Fd.FALLOC_FL_KEEP_SIZE, offset, length);
+        }
+
+        @Override
+        public void punch(long offset, long length) {
+            Fd.fallocate(fd(), Fd.FALLOC_FL_KEEP_SIZE | Fd.FALLOC_FL_PUNCH_HOLE, offset, length);
+        }
+
+        @Override
+        public void close() {
+            super.close();
+            if (vmFdToClose >= 0) {
+                Fd.close(vmFdToClose);
+            }
+        }
+    }
+
+    /** Receives one run of pages: file offset and length in bytes. */
+    public interface RunConsumer {
+        void accept(long offset, long length);
+    }
+
+    private static final long RESIDENCY_CHUNK_PAGES = 1L << 18;  // 1 GiB of pages per mincore call
+
+    /** Calls {@code run} for each maximal run of allocated pages in {@code [offset, offset + length)}. */
+    public static void forEachResidentRun(BackingFile file, long offset, long length, RunConsumer run) {
+        long page = Mman.PAGE_SIZE;
+        try (Arena scratch = Arena.ofConfined()) {
+            MemorySegment vec = scratch.allocate(Math.min(RESIDENCY_CHUNK_PAGES, length / page));
+            long runStart = -1;
+            for (long chunk = offset; chunk < offset + length; chunk += RESIDENCY_CHUNK_PAGES * page) {
+                long chunkLength = Math.min(RESIDENCY_CHUNK_PAGES * page, offset + length - chunk);
+                file.residency(chunk, chunkLength, vec);
+                for (long i = 0; i < chunkLength / page; i++) {
+                    boolean resident = (vec.get(java.lang.foreign.ValueLayout.JAVA_BYTE, i) & 1) != 0;
+                    long at = chunk + i * page;
+                    if (resident && runStart < 0) {
+                        runStart = at;
+                    } else if (!resident && runStart >= 0) {
+                        run.accept(runStart, at - runStart);
+                        runStart = -1;
+                    }
+                }
+            }
+            if (runStart >= 0) {
+                run.accept(runStart, offset + length - runStart);
+            }
+        }
+    }
+}
