@@ -1,0 +1,224 @@
+package dev.guestmemfd.kvm;
+
+import static java.lang.foreign.ValueLayout.JAVA_BYTE;
+import static java.lang.foreign.ValueLayout.JAVA_INT;
+import static java.lang.foreign.ValueLayout.JAVA_LONG;
+import static java.lang.foreign.ValueLayout.JAVA_SHORT;
+
+import dev.guestmemfd.linux.Errno;
+import dev.guestmemfd.linux.Fd;
+import dev.guestmemfd.linux.Ioctl;
+import dev.guestmemfd.linux.KvmUapi;
+import dev.guestmemfd.linux.LinuxException;
+import dev.guestmemfd.linux.Mman;
+import dev.guestmemfd.linux.Signals;
+import java.lang.foreign.Arena;
+import java.lang.foreign.MemoryLayout;
+import java.lang.foreign.MemorySegment;
+
+/**
+ * A virtual CPU: its registers, {@code KVM_RUN}, and the shared {@code kvm_run} area that
+ * says why the guest stopped.
+ *
+ * <p>{@link #run()} runs in the calling thread, which must be a platform thread. That thread
+ * keeps the kick signal blocked outside {@code KVM_RUN}, so {@link #kick()} from any thread
+ * makes {@code KVM_RUN} return at once (or the next one, if the thread is not in it) with
+ * {@link VmExit.Interrupted}, and no signal handler ever runs in the JVM.
+ *
+ * @implSpec {@link #kick()} is thread safe; everything else belongs to the vCPU's thread.
+ */
+public final class Vcpu implements AutoCloseable {
+    static final long KVM_GET_REGS = Ioctl.ior(KvmUapi.KVMIO, 0x81, Registers.LAYOUT);
+    static final long KVM_SET_REGS = Ioctl.iow(KvmUapi.KVMIO, 0x82, Registers.LAYOUT);
+    static final long KVM_GET_SREGS = Ioctl.ior(KvmUapi.KVMIO, 0x83, SpecialRegisters.LAYOUT);
+    static final long KVM_SET_SREGS = Ioctl.iow(KvmUapi.KVMIO, 0x84, SpecialRegisters.LAYOUT);
+    /** {@code _IOW(KVMIO, 0x8b, struct kvm_signal_mask)}: the struct is {@code __u32 len} and a flexible array. */
+    static final long KVM_SET_SIGNAL_MASK = Ioctl.iow(KvmUapi.KVMIO, 0x8b, MemoryLayout.structLayout(JAVA_INT));
+
+    private static final long IMMEDIATE_EXIT = 1;
+    private static final long EXIT_REASON = 8;
+    private static final long UNION = 32;
+
+    private final int id;
+    private final int fd;
+    private final Arena arena = Arena.ofShared();
+    private final MemorySegment run;
+    /** The kernel id of the thread that runs the vCPU, 0 when none; guarded by this. */
+    private volatile int threadId;
+    private volatile boolean closed;
+
+    Vcpu(int id, int fd, int mmapSize) {
+        this.id = id;
+        this.fd = fd;
+        this.run = Mman.mmap(arena, mmapSize, Mman.PROT_READ | Mman.PROT_WRITE, Mman.MAP_SHARED, fd, 0);
+    }
+
+    /** {@return the vCPU id} */
+    public int id() {
+        return id;
+    }
+
+    /** {@return the general-purpose registers} */
+    public Registers registers() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment s = a.allocate(Registers.LAYOUT);
+            ioctl("KVM_GET_REGS", KVM_GET_REGS, s);
+            return Registers.from(s);
+        }
+    }
+
+    /** Sets the general-purpose registers. */
+    public void setRegisters(Registers registers) {
+        try (Arena a = Arena.ofConfined()) {
+            ioctl("KVM_SET_REGS", KVM_SET_REGS, registers.toSegment(a));
+        }
+    }
+
+    /** {@return the special registers} */
+    public SpecialRegisters specialRegisters() {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment s = a.allocate(SpecialRegisters.LAYOUT);
+            ioctl("KVM_GET_SREGS", KVM_GET_SREGS, s);
+            return SpecialRegisters.from(s);
+        }
+    }
+
+    /** Sets the special registers. */
+    public void setSpecialRegisters(SpecialRegisters registers) {
+        try (Arena a = Arena.ofConfined()) {
+            ioctl("KVM_SET_SREGS", KVM_SET_SREGS, registers.toSegment(a));
+        }
+    }
+
+    /**
+     * Runs the guest until it exits to user space, in the calling (platform) thread.
+     *
+     * @return the exit, decoded; {@link VmExit.MemoryFault} when {@code KVM_RUN} failed with
+     *         {@code EFAULT} and a memory-fault exit, {@link VmExit.Interrupted} after a kick
+     * @throws KvmException when {@code KVM_RUN} fails otherwise
+     */
+    public VmExit run() {
+        int tid = Signals.gettid();
+        if (threadId != tid) {
+            attachKick(tid);
+        }
+        int rc = Ioctl.ioctlOrErrno(fd, KvmUapi.KVM_RUN, 0);
+        int reason = run.get(JAVA_INT, EXIT_REASON);
+        if (rc < 0) {
+            int errno = -rc;
+            if (errno == Errno.EINTR.number()) {
+                run.set(JAVA_BYTE, IMMEDIATE_EXIT, (byte) 0);
+                Signals.consume(Signals.KICK);
+                return new VmExit.Interrupted();
+            }
+            if (errno == Errno.EFAULT.number() && reason == VmExit.KVM_EXIT_MEMORY_FAULT) {
+                return new VmExit.MemoryFault(run.get(JAVA_LONG, UNION), run.get(JAVA_LONG, UNION + 8),
+                        run.get(JAVA_LONG, UNION + 16));
+            }
+            throw new KvmException("KVM_RUN on vCPU " + id, Errno.nameOf(errno), "the kernel refused to run the vCPU");
+        }
+        return decode(reason);
+    }
+
+    private VmExit decode(int reason) {
+        return switch (reason) {
+            case VmExit.KVM_EXIT_IO -> {
+                boolean out = run.get(JAVA_BYTE, UNION) == 1;
+                int size = run.get(JAVA_BYTE, UNION + 1);
+                int port = Short.toUnsignedInt(run.get(JAVA_SHORT, UNION + 2));
+                int count = run.get(JAVA_INT, UNION + 4);
+                long dataOffset = run.get(JAVA_LONG, UNION + 8);
+                long data = 0;
+                if (out) {
+                    for (int i = size - 1; i >= 0; i--) {
+                        data = data << 8 | Byte.toUnsignedLong(run.get(JAVA_BYTE, dataOffset + i));
+                    }
+                }
+                yield new VmExit.Io(out, port, size, count, data);
+            }
+            case VmExit.KVM_EXIT_MMIO -> new VmExit.Mmio(run.get(JAVA_LONG, UNION), run.get(JAVA_BYTE, UNION + 20) != 0,
+                    run.get(JAVA_INT, UNION + 16), run.get(JAVA_LONG, UNION + 8));
+            case VmExit.KVM_EXIT_HLT -> new VmExit.Halt();
+            case VmExit.KVM_EXIT_SHUTDOWN -> new VmExit.Shutdown();
+            case VmExit.KVM_EXIT_HYPERCALL -> new VmExit.Hypercall(run.get(JAVA_LONG, UNION), run.get(JAVA_LONG, UNION + 8),
+                    run.get(JAVA_LONG, UNION + 16), run.get(JAVA_LONG, UNION + 24), run.get(JAVA_LONG, UNION + 32));
+            case VmExit.KVM_EXIT_FAIL_ENTRY -> new VmExit.FailEntry(run.get(JAVA_LONG, UNION), run.get(JAVA_INT, UNION + 8));
+            case VmExit.KVM_EXIT_INTERNAL_ERROR -> new VmExit.InternalError(run.get(JAVA_INT, UNION));
+            case VmExit.KVM_EXIT_SYSTEM_EVENT -> new VmExit.SystemEvent(run.get(JAVA_INT, UNION));
+            case VmExit.KVM_EXIT_INTR -> new VmExit.Interrupted();
+            default -> new VmExit.Other(reason);
+        };
+    }
+
+    /** Answers the guest's pending {@code in}: the value it reads when {@code KVM_RUN} resumes. */
+    public void completeIn(long value) {
+        int size = run.get(JAVA_BYTE, UNION + 1);
+        long dataOffset = run.get(JAVA_LONG, UNION + 8);
+        for (int i = 0; i < size; i++) {
+            run.set(JAVA_BYTE, dataOffset + i, (byte) (value >>> (8 * i)));
+        }
+    }
+
+    /** Sets the return value of a hypercall exit before resuming. */
+    public void completeHypercall(long value) {
+        run.set(JAVA_LONG, UNION + 56, value);
+    }
+
+    /**
+     * Makes the vCPU's {@code KVM_RUN} return with {@link VmExit.Interrupted} as soon as
+     * possible: now if it is running, else on its next entry.
+     */
+    public synchronized void kick() {
+        if (closed) {
+            return;
+        }
+        run.set(JAVA_BYTE, IMMEDIATE_EXIT, (byte) 1);
+        // Under the lock, the thread cannot detach (and end, and have its id reused by a
+        // thread that does not block the kick) between reading its id and the signal.
+        if (threadId != 0) {
+            Signals.tgkill(threadId, Signals.KICK);
+        }
+    }
+
+    /**
+     * Ends the calling thread's role as this vCPU's runner; call it before that thread stops
+     * running the vCPU for good, so that a later kick does not signal a thread that does not
+     * block the kick signal.
+     */
+    public synchronized void detachThread() {
+        if (threadId == Signals.gettid()) {
+            threadId = 0;
+            Signals.consume(Signals.KICK);
+        }
+    }
+
+    private synchronized void attachKick(int tid) {
+        Signals.mask(Signals.SIG_BLOCK, Signals.KICK);
+        try (Arena a = Arena.ofConfined()) {
+            // Inside KVM_RUN nothing is blocked, so a pending kick ends it with EINTR.
+            MemorySegment mask = a.allocate(4 + Signals.KERNEL_SIGSET_BYTES, 8);
+            mask.fill((byte) 0);
+            mask.set(JAVA_INT, 0, Signals.KERNEL_SIGSET_BYTES);
+            ioctl("KVM_SET_SIGNAL_MASK", KVM_SET_SIGNAL_MASK, mask);
+        }
+        threadId = tid;
+    }
+
+    private void ioctl(String what, long request, MemorySegment argument) {
+        try {
+            Ioctl.ioctl(fd, request, argument);
+        } catch (LinuxException e) {
+            throw new KvmException(what + " on vCPU " + id, e);
+        }
+    }
+
+    @Override
+    public synchronized void close() {
+        if (closed) {
+            return;
+        }
+        closed = true;
+        arena.close();
+        Fd.close(fd);
+    }
+}
