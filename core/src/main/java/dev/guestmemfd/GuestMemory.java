@@ -1,6 +1,7 @@
 package dev.guestmemfd;
 
 import dev.guestmemfd.internal.BackingFile;
+import dev.guestmemfd.internal.Events;
 import dev.guestmemfd.internal.RunMap;
 import dev.guestmemfd.linux.Fd;
 import dev.guestmemfd.linux.KvmUapi;
@@ -246,6 +247,10 @@ public final class GuestMemory implements AutoCloseable {
         if (!punch && (offset > size || length > size - offset)) {
             throw new GuestMemoryException("EINVAL", op, "allocation past the end of the " + size + "-byte file", -1);
         }
+        Events.RangeEvent event = punch ? new Events.Punch() : new Events.Allocate();
+        event.offset = offset;
+        event.length = length;
+        event.begin();
         lock.lock();
         try {
             ensureOpen(op);
@@ -260,9 +265,11 @@ public final class GuestMemory implements AutoCloseable {
                 fallocated.set(page(offset), page(offset + length), true);
             }
         } catch (LinuxException e) {
+            event.result = e.errnoName();
             throw fromKernel(op, e);
         } finally {
             lock.unlock();
+            event.commit();
         }
     }
 
@@ -311,6 +318,12 @@ public final class GuestMemory implements AutoCloseable {
     public void convert(long offset, long length, Attribute target, Content content) {
         String op = "convert(offset=" + offset + ", len=" + length + ", " + target + ", " + content + ")";
         checkRange(op, offset, length);
+        Events.Convert event = new Events.Convert();
+        event.offset = offset;
+        event.length = length;
+        event.target = target.name();
+        event.content = content.name();
+        event.begin();
         lock.lock();
         try {
             ensureOpen(op);
@@ -351,9 +364,14 @@ public final class GuestMemory implements AutoCloseable {
                 changed.signalAll();
             }
         } catch (LinuxException e) {
+            event.result = e.errnoName();
             throw fromKernel(op, e);
+        } catch (GuestMemoryException e) {
+            event.result = e.errno();
+            throw e;
         } finally {
             lock.unlock();
+            event.commit();
         }
     }
 
@@ -390,6 +408,23 @@ public final class GuestMemory implements AutoCloseable {
     }
 
     private void revokeLeases(String op, long offset, long length) {
+        Events.Revoke event = new Events.Revoke();
+        event.offset = offset;
+        event.length = length;
+        event.begin();
+        try {
+            revokeLeasesOver(op, offset, length, event);
+        } catch (GuestMemoryException e) {
+            event.result = e.errno();
+            throw e;
+        } finally {
+            if (event.leases > 0 || !event.result.equals("ok")) {
+                event.commit();
+            }
+        }
+    }
+
+    private void revokeLeasesOver(String op, long offset, long length, Events.Revoke event) {
         for (var it = leases.iterator(); it.hasNext(); ) {
             Lease lease = it.next();
             if (overlaps(lease.fileOffset(), lease.length(), offset, length)) {
@@ -398,6 +433,7 @@ public final class GuestMemory implements AutoCloseable {
                             + " is in use by a native call and cannot be revoked now", lease.fileOffset());
                 }
                 it.remove();
+                event.leases++;
             }
         }
     }
@@ -409,6 +445,12 @@ public final class GuestMemory implements AutoCloseable {
                 b.prepare(offset, length, toPrivate);
                 done.add(b);
             } catch (OwnerRefusal refusal) {
+                Events.OwnerRefusal event = new Events.OwnerRefusal();
+                event.offset = refusal.offset();
+                event.length = length - (refusal.offset() - offset);
+                event.reason = refusal.getMessage();
+                event.result = "EPERM";
+                event.commit();
                 for (int i = done.size() - 1; i >= 0; i--) {
                     done.get(i).undoPrepare(offset, length, toPrivate);
                 }

@@ -1,0 +1,74 @@
+package dev.guestmemfd.internal;
+
+import jdk.jfr.Category;
+import jdk.jfr.DataAmount;
+import jdk.jfr.Description;
+import jdk.jfr.Event;
+import jdk.jfr.Label;
+import jdk.jfr.Name;
+
+/**
+ * The JDK Flight Recorder events of the library, one per operation, each with the file
+ * range and its duration, so that JDK Mission Control shows where guest memory time goes.
+ */
+public final class Events {
+    private Events() {
+    }
+
+    /** The fields every event of a file range has. */
+    @Category({"guestmemfd"})
+    public abstract static class RangeEvent extends Event {
+        @Label("Offset")
+        @Description("File offset of the range")
+        @DataAmount
+        public long offset;
+
+        @Label("Length")
+        @Description("Bytes in the range")
+        @DataAmount
+        public long length;
+
+        @Label("Result")
+        @Description("ok, or the errno equivalent of the refusal")
+        public String result = "ok";
+    }
+
+    @Name("dev.guestmemfd.Allocate")
+    @Label("Allocate")
+    @Description("Pages allocated with fallocate")
+    public static final class Allocate extends RangeEvent {
+    }
+
+    @Name("dev.guestmemfd.Punch")
+    @Label("Punch Hole")
+    @Description("Pages freed (or zeroed in place) by punching a hole")
+    public static final class Punch extends RangeEvent {
+    }
+
+    @Name("dev.guestmemfd.Convert")
+    @Label("Convert")
+    @Description("Pages converted between shared and private")
+    public static final class Convert extends RangeEvent {
+        @Label("Target")
+        public String target;
+
+        @Label("Content")
+        public String content;
+    }
+
+    @Name("dev.guestmemfd.Revoke")
+    @Label("Revoke Leases")
+    @Description("Host leases revoked before a conversion to private")
+    public static final class Revoke extends RangeEvent {
+        @Label("Leases")
+        public int leases;
+    }
+
+    @Name("dev.guestmemfd.OwnerRefusal")
+    @Label("Owner Refusal")
+    @Description("An owner refused a conversion, which was rolled back")
+    public static final class OwnerRefusal extends RangeEvent {
+        @Label("Reason")
+        public String reason;
+    }
+}
