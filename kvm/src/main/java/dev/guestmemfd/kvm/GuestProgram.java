@@ -16,7 +16,9 @@ public enum GuestProgram {
     /** Writes every page of [RBX, RCX) and reports a checksum on port 0x511. */
     TOUCH_ALL("touch_all"),
     /** Asks for conversion of [RBX, RBX + RCX pages) to private with {@code KVM_HC_MAP_GPA_RANGE}. */
-    HYPERCALL("hypercall");
+    HYPERCALL("hypercall"),
+    /** The story of {@code gmem demo}: a private secret, a shared message, a refused host read. */
+    DEMO("demo");
 
     private final String file;
 

@@ -38,6 +38,19 @@ public final class Machine implements AutoCloseable {
     public static final int CMD_HOST_CHECK = 3;
     public static final int CMD_HOST_DENIED = 4;
     public static final int CMD_HOST_WRITE = 5;
+    public static final int CMD_HOST_READ = 6;
+
+    /** Hears every doorbell request after the host served it. */
+    public interface Listener {
+        /**
+         * @param vcpu    the vCPU that asked
+         * @param command the {@code CMD_*} number
+         * @param gpa     the guest-physical address (= file offset)
+         * @param bytes   the length
+         * @param answer  what the guest reads back: 0 for done
+         */
+        void served(int vcpu, int command, long gpa, long bytes, long answer);
+    }
 
     /** Doorbell answers besides 0 (done) and an errno number (refused). */
     public static final int HOST_SAW_OTHER_DATA = 1000;
@@ -118,6 +131,8 @@ public final class Machine implements AutoCloseable {
     private final LaunchDigest digest = new LaunchDigest();
     private final StringBuffer serial = new StringBuffer();
     private final AtomicLong hostDenials = new AtomicLong();
+    private final List<String> hostReads = new java.util.concurrent.CopyOnWriteArrayList<>();
+    private volatile Listener listener = (vcpu, command, gpa, bytes, answer) -> { };
     private volatile boolean stopping;
 
     private Machine(Kvm kvm, Config config) {
@@ -194,6 +209,16 @@ public final class Machine implements AutoCloseable {
         return digest;
     }
 
+    /** {@return what the host read through its mapping when the guest asked it to (command 6)} */
+    public List<String> hostReads() {
+        return List.copyOf(hostReads);
+    }
+
+    /** Sets who hears the doorbell requests; call before {@link #run}. */
+    public void listen(Listener l) {
+        this.listener = l;
+    }
+
     /** {@return the memslots} */
     public List<Memslot> memslots() {
         return List.copyOf(memslots);
@@ -243,7 +268,12 @@ public final class Machine implements AutoCloseable {
             VmExit exit = vcpu.run();
             switch (exit) {
                 case VmExit.Io io when io.port() == PORT_SERIAL && io.out() -> serial.append((char) (io.data() & 0xff));
-                case VmExit.Io io when io.port() == PORT_DOORBELL && !io.out() -> vcpu.completeIn(doorbell(vcpu.registers()));
+                case VmExit.Io io when io.port() == PORT_DOORBELL && !io.out() -> {
+                    Registers r = vcpu.registers();
+                    long answer = doorbell(r);
+                    vcpu.completeIn(answer);
+                    listener.served(vcpu.id(), (int) r.r10(), r.rdi(), r.rsi(), answer);
+                }
                 case VmExit.Io io when io.port() == PORT_RESULT && io.out() -> {
                     return new VcpuOutcome(vcpu.id(), "result", vcpu.registers().rax(), exit);
                 }
@@ -280,6 +310,14 @@ public final class Machine implements AutoCloseable {
             case CMD_PUNCH -> guarded(() -> memory.punchHole(gpa, bytes));
             case CMD_HOST_CHECK -> hostCheck(gpa, bytes, (byte) r.r8());
             case CMD_HOST_DENIED -> hostDenied(gpa, bytes);
+            case CMD_HOST_READ -> {
+                try {
+                    hostReads.add(new String(host.read(gpa, (int) bytes), java.nio.charset.StandardCharsets.US_ASCII));
+                    yield 0;
+                } catch (HostAccessFault fault) {
+                    yield HOST_WAS_REFUSED;
+                }
+            }
             case CMD_HOST_WRITE -> {
                 byte[] data = new byte[(int) bytes];
                 Arrays.fill(data, (byte) r.r8());
