@@ -1,0 +1,50 @@
+package dev.guestmemfd.cli;
+
+import java.io.PrintStream;
+
+/**
+ * A progress bar on the terminal for a step that may take more than about a second. It
+ * draws nothing until a second has passed, and nothing at all when the output is not a
+ * terminal.
+ */
+final class ProgressBar implements AutoCloseable {
+    private static final long SHOW_AFTER_NANOS = 1_000_000_000L;
+    private static final int WIDTH = 40;
+
+    private final String label;
+    private final long total;
+    private final PrintStream out;
+    private final boolean terminal;
+    private final long start = System.nanoTime();
+    private boolean drawn;
+
+    ProgressBar(String label, long total, PrintStream out, boolean terminal) {
+        this.label = label;
+        this.total = Math.max(1, total);
+        this.out = out;
+        this.terminal = terminal;
+    }
+
+    /** {@return a bar on standard error, drawn only when standard output is a terminal} */
+    static ProgressBar onTerminal(String label, long total) {
+        return new ProgressBar(label, total, System.err, System.console() != null);
+    }
+
+    void update(long done) {
+        if (!terminal || System.nanoTime() - start < SHOW_AFTER_NANOS) {
+            return;
+        }
+        int filled = (int) (WIDTH * Math.min(done, total) / total);
+        out.printf("\r%s [%s%s] %3d%%", label, "#".repeat(filled), " ".repeat(WIDTH - filled), 100 * Math.min(done, total) / total);
+        out.flush();
+        drawn = true;
+    }
+
+    @Override
+    public void close() {
+        if (drawn) {
+            update(total);
+            out.println();
+        }
+    }
+}
