@@ -61,7 +61,8 @@ public final class GuestMemory implements AutoCloseable {
     private long busyStart = -1;
     private long busyEnd = -1;
     private long conversions;
-    private boolean closed;
+    /** Written under the lock; read without it for the early EBADF, as a closed fd fails first. */
+    private volatile boolean closed;
     private Duration pinWait = DEFAULT_PIN_WAIT;
 
     private GuestMemory(BackingFile file, Backing backing, Set<Flag> flags) {
@@ -234,6 +235,7 @@ public final class GuestMemory implements AutoCloseable {
      */
     public void fallocate(int mode, long offset, long length) {
         String op = "fallocate(mode=0x" + Integer.toHexString(mode) + ", offset=" + offset + ", len=" + length + ")";
+        ensureOpen(op);
         if (offset < 0 || length <= 0) {
             throw new GuestMemoryException("EINVAL", op, "offset must be >= 0 and length > 0", -1);
         }
@@ -317,6 +319,7 @@ public final class GuestMemory implements AutoCloseable {
      */
     public void convert(long offset, long length, Attribute target, Content content) {
         String op = "convert(offset=" + offset + ", len=" + length + ", " + target + ", " + content + ")";
+        ensureOpen(op);
         checkRange(op, offset, length);
         Events.Convert event = new Events.Convert();
         event.offset = offset;
@@ -515,6 +518,7 @@ public final class GuestMemory implements AutoCloseable {
      */
     public Pin pin(long offset, long length) {
         String op = "pin(offset=" + offset + ", len=" + length + ")";
+        ensureOpen(op);
         checkRange(op, offset, length);
         lock.lock();
         try {
@@ -644,6 +648,7 @@ public final class GuestMemory implements AutoCloseable {
      */
     public Binding bind(Owner owner, long offset, long length) {
         String op = "bind(offset=" + offset + ", len=" + length + ")";
+        ensureOpen(op);
         checkRange(op, offset, length);
         lock.lock();
         try {

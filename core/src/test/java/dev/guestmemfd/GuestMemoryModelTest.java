@@ -22,7 +22,7 @@ class GuestMemoryModelTest {
     static final int PAGES = 12;
     static final int SIZE = PAGES * PAGE;
 
-    sealed interface Op permits Allocate, Punch, Convert, Map, Unmap, Write, Read, Lease, Unlease, Pin, Unpin {
+    sealed interface Op permits Allocate, Punch, Convert, Map, Unmap, Write, Read, Lease, Unlease, Pin, Unpin, Close {
     }
 
     record Allocate(long offset, long length) implements Op { }
@@ -46,6 +46,8 @@ class GuestMemoryModelTest {
     record Pin(long offset, long length) implements Op { }
 
     record Unpin(int which) implements Op { }
+
+    record Close() implements Op { }
 
     /** Page-granular offsets, mostly valid, sometimes not. */
     static Arbitrary<Long> pageOffsets() {
@@ -84,7 +86,8 @@ class GuestMemoryModelTest {
                         Arbitraries.integers().between(1, 2 * PAGE)).as(Lease::new)),
                 net.jqwik.api.Tuple.of(1, which.map(Unlease::new)),
                 net.jqwik.api.Tuple.of(2, Combinators.combine(pageOffsets(), pageLengths()).as(Pin::new)),
-                net.jqwik.api.Tuple.of(2, which.map(Unpin::new)));
+                net.jqwik.api.Tuple.of(2, which.map(Unpin::new)),
+                net.jqwik.api.Tuple.of(1, Arbitraries.just(new Close())));
         return op.list().ofMinSize(5).ofMaxSize(60);
     }
 
@@ -95,6 +98,7 @@ class GuestMemoryModelTest {
         final List<long[]> maps = new ArrayList<>();      // {offset, length}
         final List<long[]> leases = new ArrayList<>();    // {fileOffset, length, valid(1/0)}
         final List<long[]> pins = new ArrayList<>();      // {offset, length}
+        boolean closed;
 
         Model(boolean initShared) {
             Arrays.fill(privatePage, !initShared);
@@ -109,6 +113,9 @@ class GuestMemoryModelTest {
         }
 
         String allocate(long offset, long length) {
+            if (closed) {
+                return "EBADF";
+            }
             if (offset < 0 || length <= 0 || offset % PAGE != 0 || length % PAGE != 0) {
                 return "EINVAL";
             }
@@ -116,6 +123,9 @@ class GuestMemoryModelTest {
         }
 
         String punch(long offset, long length) {
+            if (closed) {
+                return "EBADF";
+            }
             if (offset < 0 || length <= 0 || offset % PAGE != 0 || length % PAGE != 0) {
                 return "EINVAL";
             }
@@ -127,6 +137,9 @@ class GuestMemoryModelTest {
         }
 
         String convert(long offset, long length, Attribute target, Content content) {
+            if (closed) {
+                return "EBADF";
+            }
             String bad = checkRange(offset, length);
             if (bad != null) {
                 return bad;
@@ -164,6 +177,9 @@ class GuestMemoryModelTest {
 
         /** {@return null when host code may touch the file range, else "EFAULT"} */
         String hostAccess(long fileOffset, long length) {
+            if (closed) {
+                return "EBADF";
+            }
             if (fileOffset + length > SIZE) {
                 return "EFAULT";
             }
@@ -176,6 +192,9 @@ class GuestMemoryModelTest {
         }
 
         String pin(long offset, long length) {
+            if (closed) {
+                return "EBADF";
+            }
             String bad = checkRange(offset, length);
             if (bad != null) {
                 return bad;
@@ -185,6 +204,7 @@ class GuestMemoryModelTest {
     }
 
     @Property(tries = 3000)
+    @SuppressWarnings("try") // the Close operation closes the file inside its try block on purpose
     void theLibraryBehavesLikeThePerPageModel(@ForAll("operations") List<Op> ops, @ForAll Backing backing,
                                               @ForAll boolean initShared) {
         long flags = Flag.MMAP.bit() | (initShared ? Flag.INIT_SHARED.bit() : 0)
@@ -202,18 +222,23 @@ class GuestMemoryModelTest {
                 switch (op) {
                     case Allocate a -> expect(model.allocate(a.offset(), a.length()), () -> memory.allocate(a.offset(), a.length()), op);
                     case Punch p -> {
-                        String predicted = p.offset() < 0 || p.length() <= 0 || p.offset() % PAGE != 0 || p.length() % PAGE != 0
-                                ? "EINVAL" : null;
+                        String predicted = model.punch(p.offset(), p.length());
                         expect(predicted, () -> memory.punchHole(p.offset(), p.length()), op);
-                        if (predicted == null) {
-                            model.punch(p.offset(), p.length());
-                        }
                     }
                     case Convert c -> expect(model.convert(c.offset(), c.length(), c.target(), c.content()),
                             () -> memory.convert(c.offset(), c.length(), c.target(), c.content()), op);
                     case Map m -> {
-                        maps.add(memory.map(m.offset(), m.length()));
-                        model.maps.add(new long[] {m.offset(), m.length()});
+                        HostMapping[] got = new HostMapping[1];
+                        expect(model.closed ? "EBADF" : null, () -> got[0] = memory.map(m.offset(), m.length()), op);
+                        if (!model.closed) {
+                            maps.add(got[0]);
+                            model.maps.add(new long[] {m.offset(), m.length()});
+                        }
+                    }
+                    case Close c -> {
+                        memory.close();
+                        model.closed = true;
+                        model.leases.forEach(l -> l[2] = 0);
                     }
                     case Unmap u -> {
                         if (u.which() < maps.size()) {
@@ -305,7 +330,7 @@ class GuestMemoryModelTest {
     }
 
     static void checkState(GuestMemory memory, Model model, List<dev.guestmemfd.Lease> leases, Op op) {
-        for (int p = 0; p < PAGES; p++) {
+        for (int p = 0; p < PAGES && !model.closed; p++) {
             assertThat(memory.attribute((long) p * PAGE)).as("page %d after %s", p, op)
                     .isEqualTo(model.privatePage[p] ? Attribute.PRIVATE : Attribute.SHARED);
         }

@@ -8,30 +8,32 @@ import java.io.PrintStream;
  * terminal.
  */
 final class ProgressBar implements AutoCloseable {
-    private static final long SHOW_AFTER_NANOS = 1_000_000_000L;
+    static final long SHOW_AFTER_NANOS = 1_000_000_000L;
     private static final int WIDTH = 40;
 
     private final String label;
     private final long total;
     private final PrintStream out;
     private final boolean terminal;
+    private final long showAfterNanos;
     private final long start = System.nanoTime();
     private boolean drawn;
 
-    ProgressBar(String label, long total, PrintStream out, boolean terminal) {
+    ProgressBar(String label, long total, PrintStream out, boolean terminal, long showAfterNanos) {
         this.label = label;
         this.total = Math.max(1, total);
         this.out = out;
         this.terminal = terminal;
+        this.showAfterNanos = showAfterNanos;
     }
 
     /** {@return a bar on standard error, drawn only when standard output is a terminal} */
     static ProgressBar onTerminal(String label, long total) {
-        return new ProgressBar(label, total, System.err, System.console() != null);
+        return new ProgressBar(label, total, System.err, System.console() != null, SHOW_AFTER_NANOS);
     }
 
     void update(long done) {
-        if (!terminal || System.nanoTime() - start < SHOW_AFTER_NANOS) {
+        if (!terminal || System.nanoTime() - start < showAfterNanos) {
             return;
         }
         int filled = (int) (WIDTH * Math.min(done, total) / total);

@@ -67,7 +67,7 @@ final class ScriptRunner implements AutoCloseable {
                 }
                 case "fallocate" -> {
                     args(w, 3, 3);
-                    file().fallocate(mode(w[1]), number(w[2]), number(w[3]));
+                    fallocate(mode(w[1]), number(w[2]), number(w[3]));
                     yield "ok";
                 }
                 case "mmap" -> {
@@ -138,6 +138,28 @@ final class ScriptRunner implements AutoCloseable {
             return "fault";
         } catch (GuestMemoryException e) {
             return "err " + e.errno();
+        }
+    }
+
+    /** Bytes allocated per call when a large allocation shows its progress. */
+    static final long CHUNK = 256L << 20;
+
+    /**
+     * Allocations of gigabytes take seconds: they go in chunks under a progress bar. The first
+     * chunk is checked like the whole (it is the same call), so errors are the same.
+     */
+    private void fallocate(int mode, long offset, long length) {
+        GuestMemory m = file();
+        if (mode != GuestMemory.KEEP_SIZE || length <= CHUNK || offset % GuestMemory.PAGE_SIZE != 0
+                || length % GuestMemory.PAGE_SIZE != 0 || offset < 0 || offset > m.size() || length > m.size() - offset) {
+            m.fallocate(mode, offset, length);
+            return;
+        }
+        try (ProgressBar bar = ProgressBar.onTerminal("allocating " + MemoryMapView.human(length), length)) {
+            for (long done = 0; done < length; done += CHUNK) {
+                m.fallocate(mode, offset + done, Math.min(CHUNK, length - done));
+                bar.update(done + Math.min(CHUNK, length - done));
+            }
         }
     }
 
