@@ -60,7 +60,8 @@ public final class Binding implements AutoCloseable {
      *
      * @param digest the launch measurement, or null
      * @throws GuestMemoryException {@code EINVAL} when {@code at} is unaligned, the pages leave
-     *                              the binding, or any of them is shared
+     *                              the binding, or any of them is shared; {@code EPERM} when the
+     *                              owner refuses (the pages are zero again)
      */
     public void populate(long at, MemorySegment source, LaunchDigest digest) {
         long rounded = (source.byteSize() + GuestMemory.PAGE_SIZE - 1) / GuestMemory.PAGE_SIZE * GuestMemory.PAGE_SIZE;
@@ -75,6 +76,13 @@ public final class Binding implements AutoCloseable {
             MemorySegment target = pages.asSlice(at - offset, rounded);
             target.copyFrom(source);
             target.asSlice(source.byteSize()).fill((byte) 0);
+            try {
+                owner.populate(this, at, rounded);
+            } catch (OwnerRefusal refusal) {
+                target.fill((byte) 0);
+                throw new GuestMemoryException("EPERM", op, "owner refused page at offset " + refusal.offset()
+                        + ": " + refusal.getMessage(), refusal.offset());
+            }
             if (digest != null) {
                 for (long p = 0; p < rounded; p += GuestMemory.PAGE_SIZE) {
                     digest.page(at + p, target.asSlice(p, GuestMemory.PAGE_SIZE));
@@ -93,23 +101,31 @@ public final class Binding implements AutoCloseable {
         owner.invalidateEnd(this, start, Math.min(from + bytes, offset + length) - start);
     }
 
-    void prepare(long from, long bytes, boolean toPrivate) throws OwnerRefusal {
+    void prepare(long from, long bytes, boolean toPrivate, Content content) throws OwnerRefusal {
         long start = Math.max(from, offset);
         long len = Math.min(from + bytes, offset + length) - start;
         if (toPrivate) {
-            owner.prepareInaccessible(this, start, len);
+            owner.prepareInaccessible(this, start, len, content);
         } else {
-            owner.prepareAccessible(this, start, len);
+            owner.prepareAccessible(this, start, len, content);
         }
     }
 
-    /** Undoes a successful {@link #prepare}; a refusal to undo cannot be honoured and is ignored. */
-    void undoPrepare(long from, long bytes, boolean toPrivate) {
-        try {
-            prepare(from, bytes, !toPrivate);
-        } catch (OwnerRefusal ignored) {
-            // The owner agreed to the forward step a moment ago; going back restores its state.
-        }
+    /** Undoes a successful {@link #prepare}. */
+    void rollback(long from, long bytes, boolean toPrivate) {
+        long start = Math.max(from, offset);
+        owner.rollback(this, start, Math.min(from + bytes, offset + length) - start,
+                toPrivate ? Attribute.SHARED : Attribute.PRIVATE);
+    }
+
+    /**
+     * {@return the number of live host references (leases and pins) over any page of the
+     * range} An architecture that must not give the guest a page the host still maps (pKVM's
+     * host stage-2, SNP's RMP) can check it; the library revokes leases and waits for pins
+     * before {@link Owner#prepareInaccessible}, so an owner sees 0 there.
+     */
+    public int hostReferences(long at, long bytes) {
+        return memory.hostReferences(at, bytes);
     }
 
     /** Unbinds: the owner is released and stops receiving calls. Idempotent. */

@@ -351,7 +351,7 @@ public final class GuestMemory implements AutoCloseable {
                     if (toPrivate) {
                         revokeLeases(op, offset, length);
                     }
-                    prepareOwners(op, affected, offset, length, toPrivate);
+                    prepareOwners(op, affected, offset, length, toPrivate, content);
                     if (content == Content.ZERO) {
                         zeroChanging(first, end, toPrivate);
                     }
@@ -441,11 +441,12 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
-    private void prepareOwners(String op, List<Binding> affected, long offset, long length, boolean toPrivate) {
+    private void prepareOwners(String op, List<Binding> affected, long offset, long length, boolean toPrivate,
+                               Content content) {
         List<Binding> done = new ArrayList<>();
         for (Binding b : affected) {
             try {
-                b.prepare(offset, length, toPrivate);
+                b.prepare(offset, length, toPrivate, content);
                 done.add(b);
             } catch (OwnerRefusal refusal) {
                 Events.OwnerRefusal event = new Events.OwnerRefusal();
@@ -455,7 +456,7 @@ public final class GuestMemory implements AutoCloseable {
                 event.result = "EPERM";
                 event.commit();
                 for (int i = done.size() - 1; i >= 0; i--) {
-                    done.get(i).undoPrepare(offset, length, toPrivate);
+                    done.get(i).rollback(offset, length, toPrivate);
                 }
                 throw new GuestMemoryException("EPERM", op, "owner refused page at offset " + refusal.offset()
                         + ": " + refusal.getMessage(), refusal.offset());
@@ -709,6 +710,22 @@ public final class GuestMemory implements AutoCloseable {
         lock.lock();
         try {
             return attributes.isSet(page(offset)) ? Attribute.PRIVATE : Attribute.SHARED;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    int hostReferences(long offset, long length) {
+        lock.lock();
+        try {
+            int n = 0;
+            for (Lease l : leases) {
+                n += overlaps(l.fileOffset(), l.length(), offset, length) ? 1 : 0;
+            }
+            for (Pin p : pins) {
+                n += overlaps(p.offset(), p.length(), offset, length) ? 1 : 0;
+            }
+            return n;
         } finally {
             lock.unlock();
         }

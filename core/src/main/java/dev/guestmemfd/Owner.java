@@ -7,7 +7,12 @@ package dev.guestmemfd;
  * <p>Every call is made with the file's lock held, in this order for a conversion to
  * private: {@code invalidateBegin}, host access revoked, {@code prepareInaccessible},
  * contents changed, {@code invalidateEnd}. A punch is bracketed by the invalidate pair
- * alone. Offsets are file offsets, always inside the binding's range.
+ * alone. When one owner refuses, the others that had accepted the same conversion are
+ * told with {@code rollback}. Offsets are file offsets, always inside the binding's range.
+ *
+ * <p>The content mode is passed on because architectures differ in what survives a
+ * conversion: on SEV-SNP and TDX a page's bytes cannot cross between host and guest in
+ * place (memory encryption), on pKVM and Gunyah they can.
  *
  * @implSpec Callbacks must not block on other threads that use the same file; they may call
  * back into the file from the same thread. The default methods accept everything.
@@ -23,19 +28,38 @@ public interface Owner {
 
     /**
      * The pages are about to become private (host access is already revoked): hand them to the
-     * guest, e.g. RMPUPDATE on SEV-SNP, accept on TDX, donate on pKVM.
+     * guest, e.g. RMPUPDATE on SEV-SNP, TDH.MEM.PAGE.AUG on TDX, donate on pKVM.
      *
+     * @param content what the conversion does with the pages' bytes
      * @throws OwnerRefusal when the architecture refuses; the whole conversion rolls back
      */
-    default void prepareInaccessible(Binding binding, long offset, long length) throws OwnerRefusal {
+    default void prepareInaccessible(Binding binding, long offset, long length, Content content) throws OwnerRefusal {
     }
 
     /**
      * The pages are about to become shared: take them back from the guest.
      *
+     * @param content what the conversion does with the pages' bytes
      * @throws OwnerRefusal when the architecture refuses; the whole conversion rolls back
      */
-    default void prepareAccessible(Binding binding, long offset, long length) throws OwnerRefusal {
+    default void prepareAccessible(Binding binding, long offset, long length, Content content) throws OwnerRefusal {
+    }
+
+    /**
+     * Undoes a preparation this owner accepted, because another owner refused the same
+     * conversion: the pages keep {@code attribute}, the one they had before.
+     */
+    default void rollback(Binding binding, long offset, long length, Attribute attribute) {
+    }
+
+    /**
+     * Private pages were just filled by {@link Binding#populate}: measure or encrypt them into
+     * the guest's launch state, e.g. SNP_LAUNCH_UPDATE, TDH.MEM.PAGE.ADD, RMI_DATA_CREATE.
+     *
+     * @throws OwnerRefusal when the architecture refuses (e.g. the guest already runs); the
+     *                      populated pages are zeroed again
+     */
+    default void populate(Binding binding, long offset, long length) throws OwnerRefusal {
     }
 
     /** The binding ends (unbound, or the file closed): forget its pages. */

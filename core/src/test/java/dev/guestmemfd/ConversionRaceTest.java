@@ -59,7 +59,7 @@ class ConversionRaceTest {
         }
 
         @Override
-        public synchronized void prepareInaccessible(Binding b, long offset, long length) {
+        public synchronized void prepareInaccessible(Binding b, long offset, long length, Content content) {
             for (long p = offset / PAGE; p < (offset + length) / PAGE; p++) {
                 if (!invalidating[(int) p]) {
                     violations.add("page " + p + " made private without invalidation");
@@ -77,7 +77,7 @@ class ConversionRaceTest {
         }
 
         @Override
-        public synchronized void prepareAccessible(Binding b, long offset, long length) {
+        public synchronized void prepareAccessible(Binding b, long offset, long length, Content content) {
             for (long p = offset / PAGE; p < (offset + length) / PAGE; p++) {
                 if (!invalidating[(int) p]) {
                     violations.add("page " + p + " made shared without invalidation");

@@ -30,7 +30,7 @@ class FlightRecorderEventsTest {
                 m.punchHole(8 * PAGE, 2 * PAGE);
                 m.bind(new Owner() {
                     @Override
-                    public void prepareInaccessible(Binding b, long offset, long length) throws OwnerRefusal {
+                    public void prepareInaccessible(Binding b, long offset, long length, Content content) throws OwnerRefusal {
                         throw new OwnerRefusal(offset, "the model says no");
                     }
                 }, 12 * PAGE, 4 * PAGE);

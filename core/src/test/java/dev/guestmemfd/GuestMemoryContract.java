@@ -296,12 +296,12 @@ abstract class GuestMemoryContract {
             }
 
             @Override
-            public void prepareInaccessible(Binding b, long offset, long length) {
+            public void prepareInaccessible(Binding b, long offset, long length, Content content) {
                 calls.add("inaccessible " + offset / PAGE + "+" + length / PAGE);
             }
 
             @Override
-            public void prepareAccessible(Binding b, long offset, long length) {
+            public void prepareAccessible(Binding b, long offset, long length, Content content) {
                 calls.add("accessible " + offset / PAGE + "+" + length / PAGE);
             }
 
@@ -330,18 +330,23 @@ abstract class GuestMemoryContract {
         List<String> calls = new ArrayList<>();
         Owner willing = new Owner() {
             @Override
-            public void prepareInaccessible(Binding b, long offset, long length) {
+            public void prepareInaccessible(Binding b, long offset, long length, Content content) {
                 calls.add("willing inaccessible " + offset / PAGE);
             }
 
             @Override
-            public void prepareAccessible(Binding b, long offset, long length) {
+            public void prepareAccessible(Binding b, long offset, long length, Content content) {
                 calls.add("willing accessible " + offset / PAGE);
+            }
+
+            @Override
+            public void rollback(Binding b, long offset, long length, Attribute attribute) {
+                calls.add("willing rollback " + offset / PAGE + " to " + attribute);
             }
         };
         Owner refusing = new Owner() {
             @Override
-            public void prepareInaccessible(Binding b, long offset, long length) throws OwnerRefusal {
+            public void prepareInaccessible(Binding b, long offset, long length, Content content) throws OwnerRefusal {
                 throw new OwnerRefusal(offset + PAGE, "page is still mapped by the guest's firmware");
             }
         };
@@ -352,7 +357,7 @@ abstract class GuestMemoryContract {
         assertThat(e.errorOffset()).isEqualTo(5 * PAGE);
         assertThat(e.getMessage()).contains("still mapped by the guest's firmware");
         assertUnchanged(m, before);
-        assertThat(calls).containsExactly("willing inaccessible 0", "willing accessible 0");
+        assertThat(calls).containsExactly("willing inaccessible 0", "willing rollback 0 to SHARED");
     }
 
     @Test

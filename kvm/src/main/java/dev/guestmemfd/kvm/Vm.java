@@ -3,8 +3,10 @@ package dev.guestmemfd.kvm;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
+import dev.guestmemfd.Attribute;
 import dev.guestmemfd.Backing;
 import dev.guestmemfd.Binding;
+import dev.guestmemfd.Content;
 import dev.guestmemfd.GuestMemory;
 import dev.guestmemfd.GuestMemoryException;
 import dev.guestmemfd.Owner;
@@ -252,13 +254,22 @@ public final class Vm implements AutoCloseable {
         }
 
         @Override
-        public void prepareInaccessible(Binding binding, long offset, long length) throws OwnerRefusal {
+        public void prepareInaccessible(Binding binding, long offset, long length, Content content) throws OwnerRefusal {
             setAttributes(binding, offset, length, KvmUapi.KVM_MEMORY_ATTRIBUTE_PRIVATE);
         }
 
         @Override
-        public void prepareAccessible(Binding binding, long offset, long length) throws OwnerRefusal {
+        public void prepareAccessible(Binding binding, long offset, long length, Content content) throws OwnerRefusal {
             setAttributes(binding, offset, length, 0);
+        }
+
+        @Override
+        public void rollback(Binding binding, long offset, long length, Attribute attribute) {
+            try {
+                setAttributes(binding, offset, length, attribute == Attribute.PRIVATE ? KvmUapi.KVM_MEMORY_ATTRIBUTE_PRIVATE : 0);
+            } catch (OwnerRefusal e) {
+                // The kernel took the forward change a moment ago; the way back is the same call.
+            }
         }
 
         private void setAttributes(Binding binding, long offset, long length, long attributes) throws OwnerRefusal {
