@@ -91,14 +91,14 @@ public final class Binding implements AutoCloseable {
         });
     }
 
-    void invalidateBegin(long from, long bytes) {
+    void invalidateBegin(long from, long bytes, Invalidation why) {
         long start = Math.max(from, offset);
-        owner.invalidateBegin(this, start, Math.min(from + bytes, offset + length) - start);
+        owner.invalidateBegin(this, start, Math.min(from + bytes, offset + length) - start, why);
     }
 
-    void invalidateEnd(long from, long bytes) {
+    void invalidateEnd(long from, long bytes, Invalidation why) {
         long start = Math.max(from, offset);
-        owner.invalidateEnd(this, start, Math.min(from + bytes, offset + length) - start);
+        owner.invalidateEnd(this, start, Math.min(from + bytes, offset + length) - start, why);
     }
 
     void prepare(long from, long bytes, boolean toPrivate, Content content) throws OwnerRefusal {

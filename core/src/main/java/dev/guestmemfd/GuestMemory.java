@@ -289,14 +289,14 @@ public final class GuestMemory implements AutoCloseable {
         waitWhileBusy(offset, length);
         List<Binding> affected = bindingsOver(offset, length);
         for (Binding b : affected) {
-            b.invalidateBegin(offset, length);
+            b.invalidateBegin(offset, length, Invalidation.PUNCH);
         }
         try {
             file.punch(offset, length);
             fallocated.set(page(offset), page(offset + length), false);
         } finally {
             for (Binding b : affected) {
-                b.invalidateEnd(offset, length);
+                b.invalidateEnd(offset, length, Invalidation.PUNCH);
             }
         }
     }
@@ -345,13 +345,13 @@ public final class GuestMemory implements AutoCloseable {
                 }
                 List<Binding> affected = bindingsOver(offset, length);
                 for (Binding b : affected) {
-                    b.invalidateBegin(offset, length);
+                    b.invalidateBegin(offset, length, Invalidation.CONVERSION);
                 }
                 try {
                     if (toPrivate) {
                         revokeLeases(op, offset, length);
                     }
-                    prepareOwners(op, affected, offset, length, toPrivate, content);
+                    prepareOwners(op, offset, length, toPrivate, content);
                     if (content == Content.ZERO) {
                         zeroChanging(first, end, toPrivate);
                     }
@@ -359,7 +359,7 @@ public final class GuestMemory implements AutoCloseable {
                     conversions++;
                 } finally {
                     for (Binding b : affected) {
-                        b.invalidateEnd(offset, length);
+                        b.invalidateEnd(offset, length, Invalidation.CONVERSION);
                     }
                 }
             } finally {
@@ -441,25 +441,34 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
-    private void prepareOwners(String op, List<Binding> affected, long offset, long length, boolean toPrivate,
-                               Content content) {
-        List<Binding> done = new ArrayList<>();
-        for (Binding b : affected) {
-            try {
-                b.prepare(offset, length, toPrivate, content);
-                done.add(b);
-            } catch (OwnerRefusal refusal) {
-                Events.OwnerRefusal event = new Events.OwnerRefusal();
-                event.offset = refusal.offset();
-                event.length = length - (refusal.offset() - offset);
-                event.reason = refusal.getMessage();
-                event.result = "EPERM";
-                event.commit();
-                for (int i = done.size() - 1; i >= 0; i--) {
-                    done.get(i).rollback(offset, length, toPrivate);
+    /**
+     * Asks the owners to prepare each run of pages that changes state (pages already in the
+     * target state are not theirs to prepare); on a refusal, rolls back every run prepared.
+     */
+    private void prepareOwners(String op, long offset, long length, boolean toPrivate, Content content) {
+        List<long[]> changing = new ArrayList<>();
+        attributes.forEachRun(page(offset), page(offset + length), !toPrivate,
+                (from, to) -> changing.add(new long[] {from * PAGE_SIZE, (to - from) * PAGE_SIZE}));
+        List<Object[]> done = new ArrayList<>();
+        for (long[] run : changing) {
+            for (Binding b : bindingsOver(run[0], run[1])) {
+                try {
+                    b.prepare(run[0], run[1], toPrivate, content);
+                    done.add(new Object[] {b, run});
+                } catch (OwnerRefusal refusal) {
+                    Events.OwnerRefusal event = new Events.OwnerRefusal();
+                    event.offset = refusal.offset();
+                    event.length = offset + length - refusal.offset();
+                    event.reason = refusal.getMessage();
+                    event.result = "EPERM";
+                    event.commit();
+                    for (int i = done.size() - 1; i >= 0; i--) {
+                        long[] r = (long[]) done.get(i)[1];
+                        ((Binding) done.get(i)[0]).rollback(r[0], r[1], toPrivate);
+                    }
+                    throw new GuestMemoryException("EPERM", op, "owner refused page at offset " + refusal.offset()
+                            + ": " + refusal.getMessage(), refusal.offset());
                 }
-                throw new GuestMemoryException("EPERM", op, "owner refused page at offset " + refusal.offset()
-                        + ": " + refusal.getMessage(), refusal.offset());
             }
         }
     }
@@ -662,6 +671,7 @@ public final class GuestMemory implements AutoCloseable {
             }
             Binding binding = new Binding(this, owner, offset, length, file.pages().asSlice(offset, length));
             bindings.add(binding);
+            owner.bound(binding);
             return binding;
         } finally {
             lock.unlock();

@@ -18,12 +18,19 @@ package dev.guestmemfd;
  * back into the file from the same thread. The default methods accept everything.
  */
 public interface Owner {
+    /**
+     * The owner has been given a range of the file: it can read the pages' attributes now and
+     * set up its own state for them (an architecture's page table, a VMM's memslot).
+     */
+    default void bound(Binding binding) {
+    }
+
     /** The guest's mappings of {@code [offset, offset + length)} are about to change: drop them. */
-    default void invalidateBegin(Binding binding, long offset, long length) {
+    default void invalidateBegin(Binding binding, long offset, long length, Invalidation why) {
     }
 
     /** The change announced by {@link #invalidateBegin} is complete (or was abandoned). */
-    default void invalidateEnd(Binding binding, long offset, long length) {
+    default void invalidateEnd(Binding binding, long offset, long length, Invalidation why) {
     }
 
     /**

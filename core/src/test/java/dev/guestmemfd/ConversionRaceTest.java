@@ -44,7 +44,7 @@ class ConversionRaceTest {
         }
 
         @Override
-        public synchronized void invalidateBegin(Binding b, long offset, long length) {
+        public synchronized void invalidateBegin(Binding b, long offset, long length, Invalidation why) {
             for (long p = offset / PAGE; p < (offset + length) / PAGE; p++) {
                 invalidating[(int) p] = true;
                 guestWroteSecret[(int) p] = false;  // the guest loses its mapping: contents may change
@@ -52,7 +52,7 @@ class ConversionRaceTest {
         }
 
         @Override
-        public synchronized void invalidateEnd(Binding b, long offset, long length) {
+        public synchronized void invalidateEnd(Binding b, long offset, long length, Invalidation why) {
             for (long p = offset / PAGE; p < (offset + length) / PAGE; p++) {
                 invalidating[(int) p] = false;
             }

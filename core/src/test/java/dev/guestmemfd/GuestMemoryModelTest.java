@@ -66,6 +66,28 @@ class GuestMemoryModelTest {
                 Arbitraries.of(0L, 100L, (long) -PAGE, (long) SIZE * 2));
     }
 
+    /**
+     * {@return the binding of the owner under test over all of {@code memory}, or null} The
+     * models module runs this property once per architecture model and for the KVM owner.
+     */
+    Binding bindOwnerUnderTest(GuestMemory memory) {
+        return null;
+    }
+
+    /** {@return true when the owner under test lets bytes cross a conversion (PRESERVE) in that direction} */
+    boolean ownerKeepsContent(boolean toPrivate) {
+        return true;
+    }
+
+    /** {@return a new file; the KVM owner's test creates kernel-backed files on its own VM} */
+    GuestMemory createFile(long size, long flags, Backing backing) {
+        return GuestMemory.create(size, flags, backing);
+    }
+
+    /** Releases what {@link #bindOwnerUnderTest} made for one try, after the file is closed. */
+    void afterTry() {
+    }
+
     @Provide
     Arbitrary<List<Op>> operations() {
         Arbitrary<Integer> which = Arbitraries.frequency(net.jqwik.api.Tuple.of(6, 0), net.jqwik.api.Tuple.of(2, 1), net.jqwik.api.Tuple.of(1, 2));
@@ -99,6 +121,8 @@ class GuestMemoryModelTest {
         final List<long[]> leases = new ArrayList<>();    // {fileOffset, length, valid(1/0)}
         final List<long[]> pins = new ArrayList<>();      // {offset, length}
         boolean closed;
+        boolean keepsToPrivate = true;
+        boolean keepsToShared = true;
 
         Model(boolean initShared) {
             Arrays.fill(privatePage, !initShared);
@@ -166,6 +190,9 @@ class GuestMemoryModelTest {
                     }
                 }
             }
+            if (!(toPrivate ? keepsToPrivate : keepsToShared) && content == Content.PRESERVE) {
+                return "EPERM";  // the owner refuses after the leases went, before any page changed
+            }
             for (int p = first; p < end; p++) {
                 if (privatePage[p] != toPrivate && content == Content.ZERO) {
                     Arrays.fill(bytes, p * PAGE, (p + 1) * PAGE, (byte) 0);
@@ -210,7 +237,10 @@ class GuestMemoryModelTest {
         long flags = Flag.MMAP.bit() | (initShared ? Flag.INIT_SHARED.bit() : 0)
                 | (backing == Backing.SECRET ? Flag.NO_DIRECT_MAP.bit() : 0);
         Model model = new Model(initShared);
-        try (GuestMemory memory = GuestMemory.create(SIZE, flags, backing)) {
+        model.keepsToPrivate = ownerKeepsContent(true);
+        model.keepsToShared = ownerKeepsContent(false);
+        try (GuestMemory memory = createFile(SIZE, flags, backing)) {
+            bindOwnerUnderTest(memory);
             memory.pinWait(java.time.Duration.ZERO);
             List<HostMapping> maps = new ArrayList<>();
             // Every sequence starts with one mapping of the whole file and two pages past its end.
@@ -313,6 +343,8 @@ class GuestMemoryModelTest {
                 }
                 checkState(memory, model, leases, op);
             }
+        } finally {
+            afterTry();
         }
     }
 

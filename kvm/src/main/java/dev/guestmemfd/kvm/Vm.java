@@ -6,6 +6,7 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 import dev.guestmemfd.Attribute;
 import dev.guestmemfd.Backing;
 import dev.guestmemfd.Binding;
+import dev.guestmemfd.Invalidation;
 import dev.guestmemfd.Content;
 import dev.guestmemfd.GuestMemory;
 import dev.guestmemfd.GuestMemoryException;
@@ -249,7 +250,7 @@ public final class Vm implements AutoCloseable {
     /** The VM as the owner of the file ranges bound into it. */
     private final class KvmOwner implements Owner {
         @Override
-        public void invalidateBegin(Binding binding, long offset, long length) {
+        public void invalidateBegin(Binding binding, long offset, long length, Invalidation why) {
             invalidations.incrementAndGet();
         }
 
