@@ -2,6 +2,7 @@ package dev.guestmemfd;
 
 import dev.guestmemfd.internal.BackingFile;
 import dev.guestmemfd.internal.Events;
+import dev.guestmemfd.internal.PageBits;
 import dev.guestmemfd.internal.RunMap;
 import dev.guestmemfd.linux.Fd;
 import dev.guestmemfd.linux.KvmUapi;
@@ -44,12 +45,12 @@ public final class GuestMemory implements AutoCloseable {
     private final long pages;
     private final Set<Flag> flags;
     /** Set where a page is private. */
-    private final RunMap attributes;
+    private final PageBits attributes;
     /**
      * Set where the library allocated a page with fallocate. The kernel counts such a page as
      * resident only once it is written, so residency alone would miss it.
      */
-    private final RunMap fallocated = new RunMap(false);
+    private final PageBits fallocated;
 
     private final ReentrantLock lock = new ReentrantLock();
     /** Signalled whenever a pin is dropped or a conversion ends. */
@@ -71,7 +72,8 @@ public final class GuestMemory implements AutoCloseable {
         this.size = file.size();
         this.pages = size / PAGE_SIZE;
         this.flags = Set.copyOf(flags);
-        this.attributes = new RunMap(!flags.contains(Flag.INIT_SHARED));
+        this.attributes = new PageBits(!flags.contains(Flag.INIT_SHARED), pages);
+        this.fallocated = new PageBits(false, pages);
     }
 
     /**

@@ -1,0 +1,98 @@
+package dev.guestmemfd.internal;
+
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.util.ArrayList;
+import java.util.BitSet;
+import java.util.List;
+import net.jqwik.api.Arbitraries;
+import net.jqwik.api.Arbitrary;
+import net.jqwik.api.Combinators;
+import net.jqwik.api.ForAll;
+import net.jqwik.api.Property;
+import net.jqwik.api.Provide;
+import org.junit.jupiter.api.Test;
+
+/** PageBits against a plain BitSet, across chunk boundaries and container changes. */
+class PageBitsTest {
+    /** Three chunks and a bit: every path (inside a chunk, across, whole chunks) is reachable. */
+    static final int PAGES = 3 * PageBits.CHUNK_PAGES + 100;
+
+    record Set(int start, int end, boolean value) { }
+
+    @Provide
+    Arbitrary<List<Set>> sets() {
+        Arbitrary<Integer> page = Arbitraries.oneOf(
+                Arbitraries.integers().between(0, PAGES),
+                Arbitraries.of(0, PageBits.CHUNK_PAGES, 2 * PageBits.CHUNK_PAGES, PAGES),
+                Arbitraries.integers().between(0, 300));
+        Arbitrary<Set> set = Combinators.combine(page, Arbitraries.integers().between(0, 2000), Arbitraries.of(true, false))
+                .as((s, len, v) -> new Set(Math.min(s, PAGES), Math.min(PAGES, s + len), v));
+        Arbitrary<Set> wide = Combinators.combine(page, page, Arbitraries.of(true, false))
+                .as((a, b, v) -> new Set(Math.min(a, b), Math.max(a, b), v));
+        return Arbitraries.oneOf(set, set, wide).list().ofMaxSize(80);
+    }
+
+    @Property(tries = 400)
+    void behavesLikeABitSet(@ForAll("sets") List<Set> sets, @ForAll boolean initial, @ForAll boolean striped) {
+        PageBits bits = new PageBits(initial, PAGES);
+        BitSet model = new BitSet(PAGES);
+        if (initial) {
+            model.set(0, PAGES);
+        }
+        if (striped) {
+            // Enough flips in chunk 1 that its runs become a bitmap.
+            for (int p = PageBits.CHUNK_PAGES; p < PageBits.CHUNK_PAGES + 3 * PageBits.MAX_FLIPS; p += 2) {
+                bits.set(p, p + 1, !initial);
+                model.set(p, p + 1, !initial);
+            }
+        }
+        for (Set s : sets) {
+            bits.set(s.start(), s.end(), s.value());
+            model.set(s.start(), s.end(), s.value());
+        }
+        for (int probe = 0; probe < PAGES; probe += 97) {
+            assertThat(bits.isSet(probe)).as("page %d", probe).isEqualTo(model.get(probe));
+        }
+        List<Long> flips = new ArrayList<>();
+        bits.forEachFlip(1, PAGES, flips::add);
+        List<Long> expected = new ArrayList<>();
+        for (int p = 1; p < PAGES; p++) {
+            if (model.get(p) != model.get(p - 1)) {
+                expected.add((long) p);
+            }
+        }
+        assertThat(flips).isEqualTo(expected);
+        for (int from : new int[] {0, 5, PageBits.CHUNK_PAGES + 3, PageBits.CHUNK_PAGES + 4001}) {
+            int set = model.nextSetBit(from);
+            int clear = model.nextClearBit(from);
+            assertThat(bits.firstSet(from, PAGES)).isEqualTo(set < 0 || set >= PAGES ? -1 : set);
+            assertThat(bits.firstClear(from, PAGES)).isEqualTo(clear >= PAGES ? -1 : clear);
+        }
+    }
+
+    @Test
+    void everyOtherPageCostsAtMostOneBitPerPage() {
+        long pages = 1L << 18;  // 1 GiB
+        PageBits bits = new PageBits(false, pages);
+        for (long p = 0; p < pages; p += 2) {
+            bits.set(p, p + 1, true);
+        }
+        assertThat(bits.bytesUsed() * 8).isLessThanOrEqualTo(pages + 4096 * 8);
+        assertThat(bits.isSet(2)).isTrue();
+        assertThat(bits.isSet(3)).isFalse();
+    }
+
+    @Test
+    void aWholeTerabyteIsOneRun() {
+        long pages = 1L << 28;
+        PageBits bits = new PageBits(false, pages);
+        long empty = bits.bytesUsed();
+        bits.set(0, pages, true);
+        bits.set(0, pages, false);
+        bits.set(12345, pages - 7, true);
+        assertThat(bits.bytesUsed()).isLessThan(empty + 1024);
+        assertThat(bits.firstSet(0, pages)).isEqualTo(12345);
+        assertThat(bits.firstClear(12345, pages)).isEqualTo(pages - 7);
+    }
+}
