@@ -610,6 +610,24 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
+    /** Faults shared pages in for writing, after checking every page. */
+    void hostPrefault(HostMapping mapping, long fileOffset, long length, String op) {
+        lock.lock();
+        try {
+            ensureOpen(op);
+            ensureMapped(mapping, op);
+            waitWhileBusy(fileOffset, length);
+            checkHostAccess(op, fileOffset, length);
+            long start = fileOffset / PAGE_SIZE * PAGE_SIZE;
+            long end = (fileOffset + length + PAGE_SIZE - 1) / PAGE_SIZE * PAGE_SIZE;
+            file.prefault(start, end - start);
+        } catch (LinuxException e) {
+            throw fromKernel(op, e);
+        } finally {
+            lock.unlock();
+        }
+    }
+
     void unmap(HostMapping mapping) {
         lock.lock();
         try {

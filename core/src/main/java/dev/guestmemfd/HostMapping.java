@@ -70,6 +70,17 @@ public final class HostMapping implements AutoCloseable {
         memory.hostCopy(this, offset + at, source, true, "write(offset=" + at + ", len=" + source.byteSize() + ")");
     }
 
+    /**
+     * Faults the pages of {@code [at, at + bytes)} in for writing now, as
+     * {@code MADV_POPULATE_WRITE} does, so that later host access does not fault page by page.
+     *
+     * @throws HostAccessFault when any page is private or past the end; nothing is faulted in
+     */
+    public void prefault(long at, long bytes) {
+        checkBounds(at, bytes);
+        memory.hostPrefault(this, offset + at, bytes, "prefault(offset=" + at + ", len=" + bytes + ")");
+    }
+
     /** {@return a copy of {@code bytes} bytes at {@code at}} @see #read(long, MemorySegment) */
     public byte[] read(long at, int bytes) {
         byte[] data = new byte[bytes];

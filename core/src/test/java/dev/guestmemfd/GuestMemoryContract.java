@@ -174,6 +174,19 @@ abstract class GuestMemoryContract {
     }
 
     @Test
+    void prefaultAllocatesSharedPagesAndRefusesPrivateOnes() {
+        GuestMemory m = create(MMAP | SHARED);
+        m.convert(8 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+        try (HostMapping map = m.map(0, SIZE)) {
+            map.prefault(0, 4 * PAGE);
+            assertThat(m.pageCounts().allocated()).isEqualTo(4);
+            HostAccessFault f = (HostAccessFault) assertErrno(() -> map.prefault(4 * PAGE, 8 * PAGE), "EFAULT");
+            assertThat(f.errorOffset()).isEqualTo(8 * PAGE);
+            assertThat(m.pageCounts().allocated()).isEqualTo(4);
+        }
+    }
+
+    @Test
     void mapNeedsMmapAndRefusesPrivateMappings() {
         GuestMemory without = create(SHARED);
         assertErrno(() -> without.map(0, PAGE), "ENODEV");

@@ -223,6 +223,22 @@ class GmemIT {
     }
 
     @Test
+    @SuppressWarnings("unchecked")
+    void quickBenchmarksReportEveryGroup() throws Exception {
+        Result r = gmem(null, "bench", "--quick", "--json");
+        assertThat(r.status()).as(r.err()).isZero();
+        Map<String, Object> bench = json(r.out());
+        assertThat(bench).containsKeys("machine", "overhead", "conversionCost", "conversionRate", "revocation", "metadata", "guest");
+        List<Object> overhead = (List<Object>) bench.get("overhead");
+        assertThat(overhead).as("gcc builds the kernel side here").isNotEmpty();
+        assertThat(overhead).allSatisfy(row -> assertThat(((Map<String, Object>) row).get("ratio")).isInstanceOf(Number.class));
+        Map<String, Object> worst = (Map<String, Object>) ((Map<String, Object>) bench.get("metadata")).get("worstCase");
+        assertThat(((Number) worst.get("bitsPerPage")).doubleValue()).isLessThanOrEqualTo(2.0);
+        assertThat((Long) ((Map<String, Object>) bench.get("conversionRate")).get("perSecond")).isPositive();
+        assertThat((Long) ((Map<String, Object>) bench.get("revocation")).get("leasesRevokedMidRead")).isPositive();
+    }
+
+    @Test
     void badArgumentsGetUsageHelpAndErrorsOneLine() throws Exception {
         Result bad = gmem(null, "map", "--no-such-option");
         assertThat(bad.status()).isEqualTo(2);

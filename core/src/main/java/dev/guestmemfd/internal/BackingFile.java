@@ -54,6 +54,11 @@ public abstract sealed class BackingFile implements AutoCloseable
     /** Allocates the pages of an aligned range that lies inside the file. */
     public abstract void allocate(long offset, long length);
 
+    /** Faults the pages of an aligned range in for writing, as {@code MADV_POPULATE_WRITE} does. */
+    public void prefault(long offset, long length) {
+        Mman.madvise(pages.asSlice(offset, length), Mman.MADV_POPULATE_WRITE);
+    }
+
     /** Frees (or zeroes in place) the pages of an aligned range that lies inside the file. */
     public abstract void punch(long offset, long length);
 
@@ -131,6 +136,11 @@ public abstract sealed class BackingFile implements AutoCloseable
 
         @Override
         public void allocate(long offset, long length) {
+            prefault(offset, length);
+        }
+
+        @Override
+        public void prefault(long offset, long length) {
             // MADV_POPULATE_WRITE goes through GUP, which secret memory refuses (EINVAL). An
             // atomic add of zero faults each page in for writing without changing a byte,
             // even while others write to it.
