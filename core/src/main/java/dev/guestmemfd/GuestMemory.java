@@ -564,17 +564,31 @@ public final class GuestMemory implements AutoCloseable {
 
     /** Grants a lease over {@code [fileOffset, fileOffset + length)}; host code may touch only shared pages in the file. */
     Lease lease(HostMapping mapping, long fileOffset, long length, String op) {
+        return withHostAccess(mapping, fileOffset, length, op, () -> {
+            Arena arena = Arena.ofShared();
+            Lease lease = new Lease(this, mapping, fileOffset, length, arena,
+                    Mman.view(file.pages(), fileOffset, length, arena));
+            leases.add(lease);
+            return lease;
+        });
+    }
+
+    /**
+     * Runs {@code access} under the lock once every page of the range is known to be shared,
+     * inside the file, not being converted, and the mapping and file open: the one gate of
+     * all host access.
+     */
+    private <T> T withHostAccess(HostMapping mapping, long fileOffset, long length, String op,
+                                 java.util.function.Supplier<T> access) {
         lock.lock();
         try {
             ensureOpen(op);
             ensureMapped(mapping, op);
             waitWhileBusy(fileOffset, length);
             checkHostAccess(op, fileOffset, length);
-            Arena arena = Arena.ofShared();
-            Lease lease = new Lease(this, mapping, fileOffset, length, arena,
-                    Mman.view(file.pages(), fileOffset, length, arena));
-            leases.add(lease);
-            return lease;
+            return access.get();
+        } catch (LinuxException e) {
+            throw fromKernel(op, e);
         } finally {
             lock.unlock();
         }
@@ -593,39 +607,25 @@ public final class GuestMemory implements AutoCloseable {
 
     /** Copies between the file and host memory under the lock, after checking every page. */
     void hostCopy(HostMapping mapping, long fileOffset, MemorySegment host, boolean toFile, String op) {
-        lock.lock();
-        try {
-            ensureOpen(op);
-            ensureMapped(mapping, op);
-            waitWhileBusy(fileOffset, host.byteSize());
-            checkHostAccess(op, fileOffset, host.byteSize());
+        withHostAccess(mapping, fileOffset, host.byteSize(), op, () -> {
             MemorySegment pagesInFile = file.pages().asSlice(fileOffset, host.byteSize());
             if (toFile) {
                 pagesInFile.copyFrom(host);
             } else {
                 host.copyFrom(pagesInFile);
             }
-        } finally {
-            lock.unlock();
-        }
+            return null;
+        });
     }
 
     /** Faults shared pages in for writing, after checking every page. */
     void hostPrefault(HostMapping mapping, long fileOffset, long length, String op) {
-        lock.lock();
-        try {
-            ensureOpen(op);
-            ensureMapped(mapping, op);
-            waitWhileBusy(fileOffset, length);
-            checkHostAccess(op, fileOffset, length);
+        withHostAccess(mapping, fileOffset, length, op, () -> {
             long start = fileOffset / PAGE_SIZE * PAGE_SIZE;
             long end = (fileOffset + length + PAGE_SIZE - 1) / PAGE_SIZE * PAGE_SIZE;
             file.prefault(start, end - start);
-        } catch (LinuxException e) {
-            throw fromKernel(op, e);
-        } finally {
-            lock.unlock();
-        }
+            return null;
+        });
     }
 
     void unmap(HostMapping mapping) {
