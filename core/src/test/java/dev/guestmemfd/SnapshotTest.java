@@ -1,0 +1,123 @@
+package dev.guestmemfd;
+
+import static dev.guestmemfd.Errors.assertErrno;
+import static java.lang.foreign.ValueLayout.JAVA_BYTE;
+import static org.assertj.core.api.Assertions.assertThat;
+
+import java.io.ByteArrayInputStream;
+import java.util.Arrays;
+import javax.crypto.KeyGenerator;
+import javax.crypto.SecretKey;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.EnumSource;
+
+class SnapshotTest {
+    static final long PAGE = GuestMemory.PAGE_SIZE;
+    static final long SIZE = 64 * PAGE;
+    static final long FLAGS = Flag.MMAP.bit() | Flag.INIT_SHARED.bit();
+
+    static SecretKey key() throws Exception {
+        KeyGenerator g = KeyGenerator.getInstance("AES");
+        g.init(256);
+        return g.generateKey();
+    }
+
+    /** A file with every page state: absent, shared with content, private with content. */
+    static GuestMemory source(Backing backing) {
+        GuestMemory m = GuestMemory.create(SIZE, FLAGS | (backing == Backing.SECRET ? Flag.NO_DIRECT_MAP.bit() : 0), backing);
+        Binding owner = m.bind(new Owner() { }, 0, SIZE);
+        OWNERS.put(m, owner);
+        try (HostMapping host = m.map(0, SIZE)) {
+            byte[] shared = new byte[(int) (3 * PAGE)];
+            Arrays.fill(shared, (byte) 0x5a);
+            host.write(4 * PAGE, shared);
+        }
+        m.convert(16 * PAGE, 2 * PAGE, Attribute.PRIVATE, Content.ZERO);
+        owner.pages().asSlice(16 * PAGE, 2 * PAGE).fill((byte) 0x5e);
+        m.convert(40 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);  // private, never written: a hole
+        return m;
+    }
+
+    @ParameterizedTest
+    @EnumSource(value = Backing.class, names = {"MEMFD", "SECRET"})
+    void everyPageStateSurvivesTheRoundTripAndPrivateBytesNeverTravelInTheClear(Backing backing) throws Exception {
+        SecretKey key = key();
+        byte[] stream;
+        try (GuestMemory source = source(backing)) {
+            stream = Snapshot.toBytes(bindingOf(source), key);
+            assertThat(indexOf(stream, (byte) 0x5e, 64)).as("private bytes appear in the stream in the clear").isLessThan(0);
+            assertThat(indexOf(stream, (byte) 0x5a, 64)).as("shared bytes travel as they are").isGreaterThan(0);
+        }
+        try (GuestMemory target = GuestMemory.create(SIZE, FLAGS, Backing.MEMFD)) {
+            Binding owner = target.bind(new Owner() { }, 0, SIZE);
+            Snapshot.restore(owner, key, new ByteArrayInputStream(stream), new Snapshot.ReplayGuard());
+            assertThat(target.attribute(16 * PAGE)).isEqualTo(Attribute.PRIVATE);
+            assertThat(target.attribute(4 * PAGE)).isEqualTo(Attribute.SHARED);
+            assertThat(target.attribute(40 * PAGE)).as("a private hole stays private").isEqualTo(Attribute.PRIVATE);
+            assertThat(target.attribute(41 * PAGE)).isEqualTo(Attribute.SHARED);
+            assertThat(owner.pages().asSlice(16 * PAGE, 2 * PAGE).toArray(JAVA_BYTE)).containsOnly(0x5e);
+            try (HostMapping host = target.map(0, SIZE)) {
+                assertThat(host.read(4 * PAGE, (int) (3 * PAGE))).containsOnly(0x5a);
+                assertErrno(() -> host.read(16 * PAGE, 1), "EFAULT");
+            }
+            if (backing == Backing.MEMFD) {
+                assertThat(target.pageCounts().allocated()).as("holes stay holes").isEqualTo(5);
+            }
+        }
+    }
+
+    private static final java.util.Map<GuestMemory, Binding> OWNERS = new java.util.concurrent.ConcurrentHashMap<>();
+
+    private static Binding bindingOf(GuestMemory m) {
+        return OWNERS.remove(m);
+    }
+
+    static int indexOf(byte[] data, byte value, int run) {
+        int count = 0;
+        for (int i = 0; i < data.length; i++) {
+            count = data[i] == value ? count + 1 : 0;
+            if (count == run) {
+                return i;
+            }
+        }
+        return -1;
+    }
+
+    @Test
+    void corruptedTruncatedWrongKeyAndReplayedStreamsAreRefusedAndNothingIsRestored() throws Exception {
+        SecretKey key = key();
+        byte[] stream;
+        try (GuestMemory source = source(Backing.MEMFD)) {
+            stream = Snapshot.toBytes(bindingOf(source), key);
+        }
+        try (GuestMemory target = GuestMemory.create(SIZE, FLAGS, Backing.MEMFD)) {
+            Binding owner = target.bind(new Owner() { }, 0, SIZE);
+            Snapshot.ReplayGuard guard = new Snapshot.ReplayGuard();
+            byte[] sharedFlipped = stream.clone();
+            sharedFlipped[indexOf(stream, (byte) 0x5a, 64)] ^= 1;
+            byte[] privateFlipped = stream.clone();
+            privateFlipped[stream.length - 200] ^= 1;
+            byte[] truncated = Arrays.copyOf(stream, stream.length / 2);
+            byte[] badVersion = stream.clone();
+            badVersion[11] = 9;
+            for (byte[] bad : new byte[][] {sharedFlipped, privateFlipped, truncated, badVersion}) {
+                assertErrno(() -> Snapshot.restore(owner, key, new ByteArrayInputStream(bad), guard), "EBADMSG");
+            }
+            assertErrno(() -> Snapshot.restore(owner, key(), new ByteArrayInputStream(stream), guard), "EBADMSG");
+            assertThat(target.pageCounts().allocated()).as("nothing restored").isZero();
+            assertThat(target.pageCounts().privates()).isZero();
+            Snapshot.restore(owner, key, new ByteArrayInputStream(stream), guard);
+            try (GuestMemory other = GuestMemory.create(SIZE, FLAGS, Backing.MEMFD)) {
+                Binding second = other.bind(new Owner() { }, 0, SIZE);
+                assertErrno(() -> Snapshot.restore(second, key, new ByteArrayInputStream(stream), guard), "EALREADY");
+                assertThat(other.pageCounts().allocated()).isZero();
+            }
+            assertErrno(() -> Snapshot.restore(owner, key, new ByteArrayInputStream(stream), new Snapshot.ReplayGuard()), "EINVAL");
+        }
+        try (GuestMemory wrongSize = GuestMemory.create(2 * SIZE, FLAGS, Backing.MEMFD)) {
+            Binding owner = wrongSize.bind(new Owner() { }, 0, 2 * SIZE);
+            assertErrno(() -> Snapshot.restore(owner, key, new ByteArrayInputStream(stream), new Snapshot.ReplayGuard()), "EINVAL");
+        }
+    }
+}
