@@ -73,8 +73,18 @@ public final class Snapshot {
      * @return the number of page bytes written
      */
     public static long write(Binding owner, SecretKey key, OutputStream out) throws IOException {
-        GuestMemory memory = owner.memory();
-        requireWhole(owner, "snapshot");
+        return write(List.of(owner), key, out);
+    }
+
+    /**
+     * Writes every allocated page of a file whose owners' bindings together cover it, as a
+     * VM's memslots do.
+     *
+     * @see #write(Binding, SecretKey, OutputStream)
+     */
+    public static long write(List<Binding> owners, SecretKey key, OutputStream out) throws IOException {
+        GuestMemory memory = owners.getFirst().memory();
+        requireWhole(owners, "snapshot");
         byte[] streamId = new byte[16];
         new SecureRandom().nextBytes(streamId);
         MessageDigest digest = sha256();
@@ -96,8 +106,9 @@ public final class Snapshot {
                 }
                 continue;
             }
-            for (long at = run.offset(); at < run.offset() + run.length(); at += CHUNK) {
-                int length = (int) Math.min(CHUNK, run.offset() + run.length() - at);
+            for (long at = run.offset(); at < run.offset() + run.length(); ) {
+                Binding owner = ownerOf(owners, at);
+                int length = (int) Math.min(Math.min(CHUNK, run.offset() + run.length() - at), owner.offset() + owner.length() - at);
                 byte[] plain = owner.pages().asSlice(at - owner.offset(), length).toArray(ValueLayout.JAVA_BYTE);
                 boolean sealed = run.attribute() == Attribute.PRIVATE;
                 data.writeByte(sealed ? PRIVATE : SHARED);
@@ -107,6 +118,7 @@ public final class Snapshot {
                 java.util.Arrays.fill(plain, (byte) 0);
                 records++;
                 bytes += length;
+                at += length;
             }
         }
         data.writeByte(END);
@@ -130,8 +142,17 @@ public final class Snapshot {
      *                              one that is not empty; in every case the file is unchanged
      */
     public static void restore(Binding owner, SecretKey key, InputStream in, ReplayGuard replays) throws IOException {
-        GuestMemory memory = owner.memory();
-        requireWhole(owner, "restore");
+        restore(List.of(owner), key, in, replays);
+    }
+
+    /**
+     * Restores into a file whose owners' bindings together cover it.
+     *
+     * @see #restore(Binding, SecretKey, InputStream, ReplayGuard)
+     */
+    public static void restore(List<Binding> owners, SecretKey key, InputStream in, ReplayGuard replays) throws IOException {
+        GuestMemory memory = owners.getFirst().memory();
+        requireWhole(owners, "restore");
         String op = "restore(size=" + memory.size() + ")";
         MessageDigest digest = sha256();
         DataInputStream data = new DataInputStream(new DigestingInput(in, digest));
@@ -182,6 +203,10 @@ public final class Snapshot {
                         || offset % GuestMemory.PAGE_SIZE != 0 || offset + length > size) {
                     throw bad(op, "record " + n + " is malformed");
                 }
+                Binding owner = ownerOf(owners, offset);
+                if (offset + length > owner.offset() + owner.length()) {
+                    throw bad(op, "record " + n + " crosses the end of a binding");
+                }
                 byte[] body = new byte[kind == PRIVATE ? length + TAG_BITS / 8 : length];
                 data.readFully(body);
                 records.add(new Object[] {kind, offset, kind == PRIVATE ? open(key, streamId, n, PRIVATE, offset, body, op) : body});
@@ -207,15 +232,33 @@ public final class Snapshot {
             long rounded = (bytes.length + GuestMemory.PAGE_SIZE - 1) / GuestMemory.PAGE_SIZE * GuestMemory.PAGE_SIZE;
             Attribute attribute = (Integer) r[0] == PRIVATE ? Attribute.PRIVATE : Attribute.SHARED;
             memory.convert(offset, rounded, attribute, Content.ZERO);
+            Binding owner = ownerOf(owners, offset);
             MemorySegment.copy(MemorySegment.ofArray(bytes), 0, owner.pages(), offset - owner.offset(), bytes.length);
             java.util.Arrays.fill(bytes, (byte) 0);
         }
     }
 
-    private static void requireWhole(Binding owner, String what) {
-        if (owner.offset() != 0 || owner.length() != owner.memory().size()) {
-            throw new GuestMemoryException("EINVAL", what, "the owner must be bound to the whole file", -1);
+    private static void requireWhole(List<Binding> owners, String what) {
+        GuestMemory memory = owners.getFirst().memory();
+        long covered = 0;
+        for (Binding b : owners) {
+            if (b.memory() != memory) {
+                throw new GuestMemoryException("EINVAL", what, "the bindings belong to different files", -1);
+            }
+            covered += b.length();
         }
+        if (covered != memory.size()) {
+            throw new GuestMemoryException("EINVAL", what, "the owners' bindings must cover the whole file", -1);
+        }
+    }
+
+    private static Binding ownerOf(List<Binding> owners, long offset) {
+        for (Binding b : owners) {
+            if (offset >= b.offset() && offset - b.offset() < b.length()) {
+                return b;
+            }
+        }
+        throw new IllegalStateException("no binding covers offset " + offset);
     }
 
     private static GuestMemoryException bad(String op, String why) {

@@ -11,7 +11,7 @@ import picocli.CommandLine.Option;
             "guest_memfd for the JVM: the memory of confidential VMs as a file whose pages are",
             "shared (the host may read them) or private (only the guest may), on real Linux memory",
             "and a real /dev/kvm."},
-        subcommands = {InfoCommand.class, DemoCommand.class, MapCommand.class, ScriptCommand.class, BenchCommand.class,
+        subcommands = {InfoCommand.class, DemoCommand.class, MapCommand.class, ScriptCommand.class, BenchCommand.class, MigrateCommand.class,
             CommandLine.HelpCommand.class})
 public final class Gmem implements Runnable {
     @Option(names = "--verbose", scope = CommandLine.ScopeType.INHERIT,

@@ -239,6 +239,18 @@ class GmemIT {
     }
 
     @Test
+    void aRunningGuestMigratesToAnotherProcessAndCarriesOn() throws Exception {
+        assumeTrue(kvm(), "migration needs /dev/kvm, which this host lacks");
+        Result r = gmem(null, "migrate", "--demo", "--json");
+        assertThat(r.status()).as(r.err()).isZero();
+        Map<String, Object> m = json(r.out());
+        assertThat(m.get("guestContinued")).isEqualTo(true);
+        assertThat((Long) m.get("lastTickAtDestination")).isGreaterThan((Long) m.get("lastTickAtSource"));
+        assertThat((Long) m.get("bytesSent")).isPositive().isLessThan((Long) m.get("memoryBytes"));
+        assertThat(m).containsKeys("downtimeMs", "totalMs");
+    }
+
+    @Test
     void badArgumentsGetUsageHelpAndErrorsOneLine() throws Exception {
         Result bad = gmem(null, "map", "--no-such-option");
         assertThat(bad.status()).isEqualTo(2);

@@ -18,7 +18,9 @@ public enum GuestProgram {
     /** Asks for conversion of [RBX, RBX + RCX pages) to private with {@code KVM_HC_MAP_GPA_RANGE}. */
     HYPERCALL("hypercall"),
     /** The story of {@code gmem demo}: a private secret, a shared message, a refused host read. */
-    DEMO("demo");
+    DEMO("demo"),
+    /** Counts for ever, printing each count: a guest whose progress shows across a migration. */
+    COUNTER("counter");
 
     private final String file;
 

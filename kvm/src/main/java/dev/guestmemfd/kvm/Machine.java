@@ -32,6 +32,8 @@ public final class Machine implements AutoCloseable {
     public static final int PORT_DOORBELL = 0x510;
     public static final int PORT_RESULT = 0x511;
     public static final int PORT_FAIL = 0x512;
+    /** The counter guest's tick: printed on the serial output as {@code tick XXXXXXXX}. */
+    public static final int PORT_TICK = 0x513;
 
     public static final int CMD_CONVERT = 1;
     public static final int CMD_PUNCH = 2;
@@ -136,6 +138,11 @@ public final class Machine implements AutoCloseable {
     private volatile boolean stopping;
 
     private Machine(Kvm kvm, Config config) {
+        this(kvm, config, false);
+    }
+
+    /** @param restoring build the VM and its memory only: a migration fills memory and vCPU state */
+    private Machine(Kvm kvm, Config config, boolean restoring) {
         this.config = config;
         this.vm = kvm.createVm();
         try {
@@ -151,9 +158,15 @@ public final class Machine implements AutoCloseable {
             if (config.hypercalls()) {
                 vm.enableCapability(KvmUapi.KVM_CAP_EXIT_HYPERCALL, 1L << VmExit.Hypercall.KVM_HC_MAP_GPA_RANGE);
             }
-            load();
+            if (!restoring) {
+                load();
+            }
             for (int i = 0; i < config.vcpus(); i++) {
                 Vcpu vcpu = vm.createVcpu(i);
+                if (restoring) {
+                    vcpus.add(vcpu);
+                    continue;
+                }
                 vcpu.setSpecialRegisters(vcpu.specialRegisters().longMode(GuestLayout.PML4));
                 long rcx = config.program() == GuestProgram.TOUCH_ALL ? config.memorySize()
                         : config.program() == GuestProgram.HYPERCALL ? 1 : GuestLayout.region(i) + GuestLayout.REGION_SIZE;
@@ -174,6 +187,21 @@ public final class Machine implements AutoCloseable {
      */
     public static Machine boot(Kvm kvm, Config config) {
         return new Machine(kvm, config);
+    }
+
+    /** Builds a machine whose memory and vCPU state a migration will fill; it loads nothing. */
+    static Machine bootForRestore(Kvm kvm, Config config) {
+        return new Machine(kvm, config, true);
+    }
+
+    /** {@return the vCPUs, for migration} */
+    List<Vcpu> vcpus() {
+        return List.copyOf(vcpus);
+    }
+
+    /** {@return the configuration} */
+    public Config config() {
+        return config;
     }
 
     /** Loads page tables and program into private memory, measuring them. */
@@ -268,6 +296,8 @@ public final class Machine implements AutoCloseable {
             VmExit exit = vcpu.run();
             switch (exit) {
                 case VmExit.Io io when io.port() == PORT_SERIAL && io.out() -> serial.append((char) (io.data() & 0xff));
+                case VmExit.Io io when io.port() == PORT_TICK && io.out() ->
+                        serial.append(String.format(java.util.Locale.ROOT, "tick %08x%n", io.data()));
                 case VmExit.Io io when io.port() == PORT_DOORBELL && !io.out() -> {
                     Registers r = vcpu.registers();
                     long answer = doorbell(r);
