@@ -112,34 +112,11 @@ public final class RunMap {
         }
     }
 
-    /** {@return the number of set pages in {@code [0, pages)}} */
-    public long countSet(long pages) {
-        long setPages = 0;
-        long runStart = 0;
-        boolean current = initial;
-        for (int i = 0; i < count && flips[i] < pages; i++) {
-            if (current) {
-                setPages += flips[i] - runStart;
-            }
-            runStart = flips[i];
-            current = !current;
-        }
-        if (current) {
-            setPages += pages - runStart;
-        }
-        return setPages;
-    }
-
     /** Calls {@code boundary} with each page index in {@code [start, end)} where the bit flips. */
     public void forEachFlip(long start, long end, LongConsumer boundary) {
         for (int i = flipsUpTo(start - 1); i < count && flips[i] < end; i++) {
             boundary.accept(flips[i]);
         }
-    }
-
-    /** {@return the number of runs of equal bits in {@code [0, pages)}} */
-    public int runs(long pages) {
-        return flipsUpTo(pages - 1) + 1;
     }
 
     /** {@return the bytes this map holds on the heap for its runs} */
