@@ -33,6 +33,17 @@ public abstract sealed class BackingFile implements AutoCloseable
         }
     }
 
+    /** {@return {@code fd}, its size set; closed again when that fails} */
+    static int sized(int fd, long size) {
+        try {
+            Fd.ftruncate(fd, size);
+            return fd;
+        } catch (LinuxException e) {
+            Fd.close(fd);
+            throw e;
+        }
+    }
+
     /** {@return the file descriptor} */
     public final int fd() {
         return fd;
@@ -83,14 +94,7 @@ public abstract sealed class BackingFile implements AutoCloseable
         }
 
         private static int create(long size) {
-            int fd = dev.guestmemfd.linux.Memfd.create("guestmemfd", dev.guestmemfd.linux.Memfd.MFD_CLOEXEC);
-            try {
-                Fd.ftruncate(fd, size);
-            } catch (LinuxException e) {
-                Fd.close(fd);
-                throw e;
-            }
-            return fd;
+            return sized(dev.guestmemfd.linux.Memfd.create("guestmemfd", dev.guestmemfd.linux.Memfd.MFD_CLOEXEC), size);
         }
 
         @Override
@@ -119,14 +123,7 @@ public abstract sealed class BackingFile implements AutoCloseable
         }
 
         private static int create(long size) {
-            int fd = dev.guestmemfd.linux.Memfd.createSecret(dev.guestmemfd.linux.Memfd.SECRET_CLOEXEC);
-            try {
-                Fd.ftruncate(fd, size);
-            } catch (LinuxException e) {
-                Fd.close(fd);
-                throw e;
-            }
-            return fd;
+            return sized(dev.guestmemfd.linux.Memfd.createSecret(dev.guestmemfd.linux.Memfd.SECRET_CLOEXEC), size);
         }
 
         @Override
