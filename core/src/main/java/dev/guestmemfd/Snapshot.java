@@ -1,6 +1,5 @@
 package dev.guestmemfd;
 
-import java.io.ByteArrayOutputStream;
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.EOFException;
@@ -353,12 +352,5 @@ public final class Snapshot {
             }
             return n;
         }
-    }
-
-    /** {@return a byte array of a snapshot, for tests and small files} */
-    static byte[] toBytes(Binding owner, SecretKey key) throws IOException {
-        ByteArrayOutputStream out = new ByteArrayOutputStream();
-        write(owner, key, out);
-        return out.toByteArray();
     }
 }

@@ -45,7 +45,7 @@ class SnapshotTest {
         SecretKey key = key();
         byte[] stream;
         try (GuestMemory source = source(backing)) {
-            stream = Snapshot.toBytes(bindingOf(source), key);
+            stream = toBytes(bindingOf(source), key);
             assertThat(indexOf(stream, (byte) 0x5e, 64)).as("private bytes appear in the stream in the clear").isLessThan(0);
             assertThat(indexOf(stream, (byte) 0x5a, 64)).as("shared bytes travel as they are").isGreaterThan(0);
         }
@@ -73,6 +73,12 @@ class SnapshotTest {
         return OWNERS.remove(m);
     }
 
+    static byte[] toBytes(Binding owner, SecretKey key) throws java.io.IOException {
+        java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+        Snapshot.write(owner, key, out);
+        return out.toByteArray();
+    }
+
     static int indexOf(byte[] data, byte value, int run) {
         int count = 0;
         for (int i = 0; i < data.length; i++) {
@@ -89,7 +95,7 @@ class SnapshotTest {
         SecretKey key = key();
         byte[] stream;
         try (GuestMemory source = source(Backing.MEMFD)) {
-            stream = Snapshot.toBytes(bindingOf(source), key);
+            stream = toBytes(bindingOf(source), key);
         }
         try (GuestMemory target = GuestMemory.create(SIZE, FLAGS, Backing.MEMFD)) {
             Binding owner = target.bind(new Owner() { }, 0, SIZE);

@@ -60,18 +60,24 @@ public abstract sealed class BackingFile implements AutoCloseable
     }
 
     /** {@return true when punching a hole gives the pages back to the system} */
-    public abstract boolean returnsPunchedMemory();
+    public boolean returnsPunchedMemory() {
+        return true;
+    }
 
-    /** Allocates the pages of an aligned range that lies inside the file. */
-    public abstract void allocate(long offset, long length);
+    /** Allocates the pages of an aligned range that lies inside the file: the kernel's fallocate. */
+    public void allocate(long offset, long length) {
+        Fd.fallocate(fd, Fd.FALLOC_FL_KEEP_SIZE, offset, length);
+    }
 
     /** Faults the pages of an aligned range in for writing, as {@code MADV_POPULATE_WRITE} does. */
     public void prefault(long offset, long length) {
         Mman.madvise(pages.asSlice(offset, length), Mman.MADV_POPULATE_WRITE);
     }
 
-    /** Frees (or zeroes in place) the pages of an aligned range that lies inside the file. */
-    public abstract void punch(long offset, long length);
+    /** Frees (or zeroes in place) the pages of an aligned range that lies inside the file: the kernel's punch hole. */
+    public void punch(long offset, long length) {
+        Fd.fallocate(fd, Fd.FALLOC_FL_KEEP_SIZE | Fd.FALLOC_FL_PUNCH_HOLE, offset, length);
+    }
 
     /**
      * Writes into {@code residency} one byte per page of {@code [offset, offset + length)},
@@ -87,7 +93,7 @@ public abstract sealed class BackingFile implements AutoCloseable
         Fd.close(fd);
     }
 
-    /** A memfd: fallocate and punch hole are the kernel's. */
+    /** A memfd: fallocate and punch hole are the kernel's (the defaults). */
     public static final class Memfd extends BackingFile {
         public Memfd(long size) {
             super(create(size), size);
@@ -95,21 +101,6 @@ public abstract sealed class BackingFile implements AutoCloseable
 
         private static int create(long size) {
             return sized(dev.guestmemfd.linux.Memfd.create("guestmemfd", dev.guestmemfd.linux.Memfd.MFD_CLOEXEC), size);
-        }
-
-        @Override
-        public boolean returnsPunchedMemory() {
-            return true;
-        }
-
-        @Override
-        public void allocate(long offset, long length) {
-            Fd.fallocate(fd(), Fd.FALLOC_FL_KEEP_SIZE, offset, length);
-        }
-
-        @Override
-        public void punch(long offset, long length) {
-            Fd.fallocate(fd(), Fd.FALLOC_FL_KEEP_SIZE | Fd.FALLOC_FL_PUNCH_HOLE, offset, length);
         }
     }
 
@@ -167,21 +158,6 @@ public abstract sealed class BackingFile implements AutoCloseable
         public KernelGuestMemfd(int fd, long size, int vmFdToClose) {
             super(fd, size);
             this.vmFdToClose = vmFdToClose;
-        }
-
-        @Override
-        public boolean returnsPunchedMemory() {
-            return true;
-        }
-
-        @Override
-        public void allocate(long offset, long length) {
-            Fd.fallocate(fd(), Fd.FALLOC_FL_KEEP_SIZE, offset, length);
-        }
-
-        @Override
-        public void punch(long offset, long length) {
-            Fd.fallocate(fd(), Fd.FALLOC_FL_KEEP_SIZE | Fd.FALLOC_FL_PUNCH_HOLE, offset, length);
         }
 
         @Override
