@@ -76,6 +76,7 @@ public final class Binding implements AutoCloseable {
             MemorySegment target = pages.asSlice(at - offset, rounded);
             target.copyFrom(source);
             target.asSlice(source.byteSize()).fill((byte) 0);
+            memory.changed(at, rounded);
             try {
                 owner.populate(this, at, rounded);
             } catch (OwnerRefusal refusal) {

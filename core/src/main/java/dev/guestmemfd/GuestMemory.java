@@ -58,6 +58,8 @@ public final class GuestMemory implements AutoCloseable {
     private final List<Lease> leases = new ArrayList<>();
     private final List<Pin> pins = new ArrayList<>();
     private final List<Binding> bindings = new ArrayList<>();
+    /** Open change logs: usually none, one while a migration runs. */
+    private final List<ChangeLog> changeLogs = new ArrayList<>();
     /** The range of the conversion in progress, whose pages grant no new host reference. */
     private long busyStart = -1;
     private long busyEnd = -1;
@@ -267,6 +269,7 @@ public final class GuestMemory implements AutoCloseable {
             } else {
                 file.allocate(offset, length);
                 fallocated.set(page(offset), page(offset + length), true);
+                changed(offset, length);
             }
         } catch (LinuxException e) {
             event.result = e.errnoName();
@@ -296,6 +299,7 @@ public final class GuestMemory implements AutoCloseable {
         try {
             file.punch(offset, length);
             fallocated.set(page(offset), page(offset + length), false);
+            changed(offset, length);
         } finally {
             for (Binding b : affected) {
                 b.invalidateEnd(offset, length, Invalidation.PUNCH);
@@ -359,6 +363,7 @@ public final class GuestMemory implements AutoCloseable {
                     }
                     attributes.set(first, end, toPrivate);
                     conversions++;
+                    changed(offset, length);
                 } finally {
                     for (Binding b : affected) {
                         b.invalidateEnd(offset, length, Invalidation.CONVERSION);
@@ -544,6 +549,7 @@ public final class GuestMemory implements AutoCloseable {
             Arena arena = Arena.ofShared();
             Pin pin = new Pin(this, offset, length, arena, Mman.view(file.pages(), offset, length, arena));
             pins.add(pin);
+            changed(offset, length);
             return pin;
         } finally {
             lock.unlock();
@@ -569,6 +575,7 @@ public final class GuestMemory implements AutoCloseable {
             Lease lease = new Lease(this, mapping, fileOffset, length, arena,
                     Mman.view(file.pages(), fileOffset, length, arena));
             leases.add(lease);
+            changed(fileOffset, length);  // it may write until revoked; drain() counts it again while live
             return lease;
         });
     }
@@ -611,6 +618,7 @@ public final class GuestMemory implements AutoCloseable {
             MemorySegment pagesInFile = file.pages().asSlice(fileOffset, host.byteSize());
             if (toFile) {
                 pagesInFile.copyFrom(host);
+                changed(fileOffset, host.byteSize());
             } else {
                 host.copyFrom(pagesInFile);
             }
@@ -624,6 +632,7 @@ public final class GuestMemory implements AutoCloseable {
             long start = fileOffset / PAGE_SIZE * PAGE_SIZE;
             long end = (fileOffset + length + PAGE_SIZE - 1) / PAGE_SIZE * PAGE_SIZE;
             file.prefault(start, end - start);
+            changed(start, end - start);
             return null;
         });
     }
@@ -888,6 +897,84 @@ public final class GuestMemory implements AutoCloseable {
             lock.unlock();
         }
         file.close();
+    }
+
+    // ---------------------------------------------------------------- change tracking
+
+    /**
+     * Opens a log of the pages the library and host code change from now on: allocations,
+     * punches, conversions, populates, host writes, and every page under a live lease or pin.
+     * A migration drains it each round, alongside KVM's dirty log for the guest's own writes.
+     *
+     * @throws GuestMemoryException {@code EBADF} when closed
+     */
+    public ChangeLog trackChanges() {
+        lock.lock();
+        try {
+            ensureOpen("trackChanges()");
+            ChangeLog log = new ChangeLog(this);
+            changeLogs.add(log);
+            return log;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    java.util.BitSet drain(ChangeLog log) {
+        lock.lock();
+        try {
+            if (log.isClosed()) {
+                throw new GuestMemoryException("EBADF", "drain()", "the change log is closed", -1);
+            }
+            // Host code may write under a lease or pin at any moment without asking.
+            for (Lease l : leases) {
+                log.mark(page(l.fileOffset()), page(l.fileOffset() + l.length() + PAGE_SIZE - 1));
+            }
+            for (Pin p : pins) {
+                log.mark(page(p.offset()), page(p.offset() + p.length() + PAGE_SIZE - 1));
+            }
+            return log.take();
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    void untrack(ChangeLog log) {
+        lock.lock();
+        try {
+            changeLogs.remove(log);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Records a change of {@code [offset, offset + length)} in every open log; under the lock. */
+    void changed(long offset, long length) {
+        for (ChangeLog log : changeLogs) {
+            log.mark(page(offset), page(offset + length + PAGE_SIZE - 1));
+        }
+    }
+
+    /**
+     * Copies {@code from} (an owner's view of the pages at {@code fileOffset}) into {@code to}
+     * if every page of the range is shared now, under the lock so that no conversion can slip
+     * in between the check and the copy.
+     *
+     * @return false, having copied nothing, when a page of the range is private
+     */
+    boolean copyIfShared(MemorySegment from, long fileOffset, MemorySegment to) {
+        lock.lock();
+        try {
+            ensureOpen("copyIfShared");
+            waitWhileBusy(fileOffset, to.byteSize());
+            if (attributes.firstSet(page(fileOffset), page(fileOffset + to.byteSize() + PAGE_SIZE - 1)) >= 0) {
+                return false;
+            }
+            to.copyFrom(from.asSlice(0, to.byteSize()));
+            return true;
+        } finally {
+            lock.unlock();
+        }
     }
 
     // ---------------------------------------------------------------- helpers

@@ -126,4 +126,72 @@ class SnapshotTest {
             assertErrno(() -> Snapshot.restore(owner, key, new ByteArrayInputStream(stream), new Snapshot.ReplayGuard()), "EINVAL");
         }
     }
+
+    /**
+     * A pre-copy stream: every page once, then the library's changes since, the way a
+     * migration sends rounds while the guest runs. The target ends equal to the source as it
+     * is at the end, holes freed since the first round included.
+     */
+    @Test
+    void laterRoundsOfChangedPagesReplaceEarlierOnes() throws Exception {
+        SecretKey key = key();
+        java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+        try (GuestMemory source = source(Backing.MEMFD); ChangeLog changes = source.trackChanges()) {
+            Binding owner = bindingOf(source);
+            Snapshot.Writer writer = Snapshot.writer(java.util.List.of(owner), key, out);
+            writer.writeState(new byte[] {1, 2, 3});
+            changes.drain();
+            writer.writeAll();
+            try (HostMapping host = source.map(0, SIZE)) {
+                host.write(30 * PAGE, new byte[] {7, 7, 7});              // newly allocated, shared
+                host.write(5 * PAGE, new byte[] {9});                     // rewritten
+            }
+            source.punchHole(6 * PAGE, PAGE);                             // freed since round one
+            source.convert(4 * PAGE, PAGE, Attribute.PRIVATE, Content.PRESERVE);  // now private, same bytes
+            java.util.BitSet changed = changes.drain();
+            assertThat(changed.stream().boxed().toList()).containsExactlyInAnyOrder(4, 5, 6, 30);
+            writer.writePages(changed);
+            assertThat(changes.drain().isEmpty()).as("a drain starts afresh").isTrue();
+            writer.writeState(new byte[] {4});
+            writer.finish();
+        }
+        try (GuestMemory target = GuestMemory.create(SIZE, FLAGS, Backing.MEMFD)) {
+            Binding owner = target.bind(new Owner() { }, 0, SIZE);
+            java.util.List<byte[]> states = new java.util.ArrayList<>();
+            Snapshot.Reader reader = Snapshot.reader(key, new ByteArrayInputStream(out.toByteArray()), new Snapshot.ReplayGuard());
+            assertThat(reader.readState()).containsExactly(1, 2, 3);
+            reader.restore(java.util.List.of(owner), states::add);
+            assertThat(states).hasSize(1);
+            assertThat(states.getFirst()).containsExactly(4);
+            assertThat(target.attribute(4 * PAGE)).isEqualTo(Attribute.PRIVATE);
+            assertThat(owner.pages().asSlice(4 * PAGE, PAGE).toArray(JAVA_BYTE)).containsOnly(0x5a);
+            try (HostMapping host = target.map(0, SIZE)) {
+                assertThat(host.read(5 * PAGE, 2)).containsExactly(9, 0x5a);
+                assertThat(host.read(30 * PAGE, 4)).containsExactly(7, 7, 7, 0);
+            }
+            assertThat(target.pageCounts().allocated()).as("pages 4, 5, 16, 17, 30: page 6 was freed").isEqualTo(5);
+        }
+    }
+
+    /** Host code under a lease or pin can write without asking: its pages count as changed at every drain. */
+    @Test
+    void theChangeLogSeesWhatTheLibraryDoesAndWhatLeasesMayDo() {
+        try (GuestMemory m = GuestMemory.create(SIZE, FLAGS, Backing.MEMFD)) {
+            ChangeLog log = m.trackChanges();
+            m.allocate(2 * PAGE, 2 * PAGE);
+            m.convert(10 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+            m.convert(10 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);  // no change, still logged once
+            assertThat(log.drain().stream().boxed().toList()).containsExactly(2, 3, 10);
+            try (HostMapping host = m.map(0, SIZE); Lease lease = host.lease(20 * PAGE, PAGE)) {
+                assertThat(lease.fileOffset()).isEqualTo(20 * PAGE);
+                assertThat(log.drain().stream().boxed().toList()).containsExactly(20);
+                assertThat(log.drain().stream().boxed().toList()).as("still held").containsExactly(20);
+                host.read(0, 8);
+                assertThat(log.drain().stream().boxed().toList()).as("a read changes nothing").containsExactly(20);
+            }
+            assertThat(log.drain().isEmpty()).isTrue();
+            log.close();
+            assertErrno(log::drain, "EBADF");
+        }
+    }
 }
