@@ -257,30 +257,65 @@ public final class Machine implements AutoCloseable {
      * {@code limit} passes (then they are kicked out of {@code KVM_RUN}).
      */
     public Outcome run(Duration limit) throws InterruptedException {
-        VcpuOutcome[] outcomes = new VcpuOutcome[vcpus.size()];
-        List<Thread> threads = new ArrayList<>();
-        for (Vcpu vcpu : vcpus) {
-            threads.add(Thread.ofPlatform().name("vcpu-" + vcpu.id()).start(
-                    () -> outcomes[vcpu.id()] = runVcpu(vcpu)));
-        }
-        long deadline = System.nanoTime() + limit.toNanos();
-        for (Thread t : threads) {
-            long left = deadline - System.nanoTime();
-            if (left > 0) {
-                t.join(Duration.ofNanos(left));
+        return start().await(limit);
+    }
+
+    /**
+     * Starts every vCPU in its own thread and returns at once: the guest runs until
+     * {@link Running#pause()} or {@link Running#await}, as a migration needs it to while it
+     * copies memory.
+     */
+    public Running start() {
+        return new Running();
+    }
+
+    /** A machine whose vCPUs are running. */
+    public final class Running {
+        private final VcpuOutcome[] outcomes = new VcpuOutcome[vcpus.size()];
+        private final List<Thread> threads = new ArrayList<>();
+
+        private Running() {
+            for (Vcpu vcpu : vcpus) {
+                threads.add(Thread.ofPlatform().name("vcpu-" + vcpu.id()).start(
+                        () -> outcomes[vcpu.id()] = runVcpu(vcpu)));
             }
         }
-        stopping = true;
-        for (Thread t : threads) {
-            while (t.isAlive()) {
-                for (Vcpu v : vcpus) {
-                    v.kick();
+
+        /** {@return the machine} */
+        public Machine machine() {
+            return Machine.this;
+        }
+
+        /** Waits until every vCPU ends or {@code limit} passes, then pauses the rest. */
+        public Outcome await(Duration limit) throws InterruptedException {
+            long deadline = System.nanoTime() + limit.toNanos();
+            for (Thread t : threads) {
+                long left = deadline - System.nanoTime();
+                if (left > 0) {
+                    t.join(Duration.ofNanos(left));
                 }
-                t.join(Duration.ofMillis(50));
             }
+            return pause();
         }
-        stopping = false;
-        return new Outcome(serial.toString(), Arrays.asList(outcomes), hostDenials.get());
+
+        /**
+         * Kicks every vCPU out of {@code KVM_RUN} and waits for its thread to end. A vCPU stops
+         * only between exits, with any port I/O it asked for completed, so its registers and
+         * memory are consistent for a snapshot. Its outcome is then {@code timeout}.
+         */
+        public Outcome pause() throws InterruptedException {
+            stopping = true;
+            for (Thread t : threads) {
+                while (t.isAlive()) {
+                    for (Vcpu v : vcpus) {
+                        v.kick();
+                    }
+                    t.join(Duration.ofMillis(50));
+                }
+            }
+            stopping = false;
+            return new Outcome(serial.toString(), Arrays.asList(outcomes), hostDenials.get());
+        }
     }
 
     private VcpuOutcome runVcpu(Vcpu vcpu) {

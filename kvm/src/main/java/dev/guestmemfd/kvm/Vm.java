@@ -142,6 +142,23 @@ public final class Vm implements AutoCloseable {
         return memslot;
     }
 
+    /**
+     * Turns dirty logging of a slot on or off ({@code KVM_MEM_LOG_DIRTY_PAGES}), as a
+     * migration does when pre-copy begins and ends: the slot is set again with only that flag
+     * changed. From then on {@link #dirtyLog} returns the pages the guest wrote.
+     *
+     * @throws KvmException {@code EINVAL} on a guest_memfd slot: the kernel logs no dirty
+     *                      pages for memory it does not map into user space
+     */
+    public void logDirty(Memslot memslot, boolean on) {
+        ensureOpen();
+        Binding binding = memslot.binding();
+        int flags = (memslot.guestMemfd() ? KvmUapi.KVM_MEM_GUEST_MEMFD : 0) | (on ? KvmUapi.KVM_MEM_LOG_DIRTY_PAGES : 0);
+        setRegion(new KvmUapi.UserspaceMemoryRegion2(memslot.slot(), flags, memslot.guestPhysical(), memslot.size(),
+                binding.pages().address(), memslot.guestMemfd() ? binding.offset() : 0,
+                memslot.guestMemfd() ? binding.memory().fd() : 0));
+    }
+
     /** {@return the memslots bound now} */
     public List<Memslot> memslots() {
         return List.copyOf(memslots);

@@ -1,21 +1,34 @@
 package dev.guestmemfd.kvm;
 
 import static org.assertj.core.api.Assertions.assertThat;
+import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
 import dev.guestmemfd.Backing;
+import dev.guestmemfd.GuestMemoryException;
+import dev.guestmemfd.Snapshot;
+import java.io.ByteArrayInputStream;
+import java.io.ByteArrayOutputStream;
 import java.net.InetAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
 import java.time.Duration;
+import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import javax.crypto.KeyGenerator;
+import javax.crypto.SecretKey;
 import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
-/** A counting guest paused, sent over loopback TCP, restored, and counting on. */
+/**
+ * A counting guest moved while it runs, over loopback TCP, and counting on. The guest keeps
+ * its count in memory only and writes it every tick, so it counts on without a gap or a
+ * repeat only if the pages it wrote during pre-copy were sent again.
+ */
 class MigrationTest {
     @BeforeAll
     static void kvm() {
@@ -28,8 +41,18 @@ class MigrationTest {
         return m.results().map(r -> Long.parseLong(r.group(1), 16)).toList();
     }
 
+    static void assertCountsOn(String before, String after) {
+        List<Long> sourceTicks = ticks(before);
+        List<Long> all = ticks(before + after);
+        assertThat(sourceTicks).as("the source counted").isNotEmpty();
+        assertThat(all.size()).as("the destination counted on").isGreaterThan(sourceTicks.size());
+        for (int i = 0; i < all.size(); i++) {
+            assertThat(all.get(i)).as("tick %d (source stopped at %d)", i, sourceTicks.getLast()).isEqualTo(i + 1L);
+        }
+    }
+
     @ParameterizedTest
-    @EnumSource(value = Backing.class, names = {"MEMFD", "KERNEL"})
+    @EnumSource(Backing.class)
     void aRunningGuestMovesAndCarriesOn(Backing backing) throws Exception {
         Machine.Config config = Machine.Config.of(GuestProgram.COUNTER, backing, 1).withMemorySize(8L << 20);
         try (Kvm kvm = Kvm.open(); ServerSocket server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
@@ -40,23 +63,91 @@ class MigrationTest {
                     throw new IllegalStateException(e);
                 }
             });
-            String before;
             Migration.Report report;
             try (Machine source = Machine.boot(kvm, config);
                  Socket s = new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort())) {
-                before = source.run(Duration.ofMillis(700)).serial();
-                report = Migration.send(source, s, System.nanoTime());
+                Machine.Running running = source.start();
+                Thread.sleep(500);
+                // The guest ticks (and writes its count) while the first round is on its way.
+                report = Migration.send(running, s, Migration.Options.defaults().withRoundListener((round, bytes) -> {
+                    if (round == 0) {
+                        sleep(200);
+                    }
+                }));
             }
-            String after = destination.get();
-            List<Long> sourceTicks = ticks(before);
-            List<Long> all = ticks(before + after);
-            assertThat(sourceTicks).as("the source counted").isNotEmpty();
-            assertThat(all.size()).as("the destination counted on").isGreaterThan(sourceTicks.size());
-            for (int i = 0; i < all.size(); i++) {
-                assertThat(all.get(i)).as("tick %d", i).isEqualTo(i + 1L);
+            assertCountsOn(report.source().serial(), destination.get());
+            if (backing == Backing.KERNEL) {
+                assertThat(report.path()).isEqualTo(Migration.Path.STOP_AND_COPY);
+                assertThat(report.why()).contains("guest_memfd").contains("EINVAL");
+                assertThat(report.roundBytes()).hasSize(1);
+            } else {
+                assertThat(report.path()).as(report.why()).isEqualTo(Migration.Path.PRE_COPY);
+                assertThat(report.roundBytes().size()).as("every page, then the pages written since").isGreaterThanOrEqualTo(2);
+                long later = report.pageBytes() - report.roundBytes().getFirst();
+                assertThat(later).as("later rounds send the pages the guest wrote meanwhile")
+                        .isPositive().isLessThan(report.roundBytes().getFirst());
             }
             assertThat(report.bytesSent()).isPositive().isLessThan(config.memorySize());
-            assertThat(report.pausedToRestoredNs()).isPositive();
+            assertThat(report.pausedToRestoredNs()).isPositive().isLessThanOrEqualTo(report.totalNs());
+        }
+    }
+
+    private static void sleep(long ms) {
+        try {
+            Thread.sleep(ms);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    @Test
+    void stopAndCopyCanBeAskedForOnAnyBacking() throws Exception {
+        Machine.Config config = Machine.Config.of(GuestProgram.COUNTER, Backing.MEMFD, 1).withMemorySize(8L << 20);
+        try (Kvm kvm = Kvm.open(); ServerSocket server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            CompletableFuture<String> destination = CompletableFuture.supplyAsync(() -> {
+                try (Socket s = server.accept(); Machine m = Migration.receive(kvm, s)) {
+                    return m.run(Duration.ofMillis(500)).serial();
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            });
+            try (Machine source = Machine.boot(kvm, config);
+                 Socket s = new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort())) {
+                Machine.Running running = source.start();
+                Thread.sleep(300);
+                Migration.Report report = Migration.send(running, s, Migration.Options.defaults().withPreCopy(false));
+                assertThat(report.path()).isEqualTo(Migration.Path.STOP_AND_COPY);
+                assertThat(report.roundBytes()).hasSize(1);
+                assertCountsOn(report.source().serial(), destination.get());
+            }
+        }
+    }
+
+    /** Saved to a file and loaded back in the same process: the file is all it needs, with the key. */
+    @Test
+    void aSavedMachineLoadsAndCarriesOnAndAnAlteredFileIsRefused() throws Exception {
+        KeyGenerator generator = KeyGenerator.getInstance("AES");
+        generator.init(256);
+        SecretKey key = generator.generateKey();
+        Machine.Config config = Machine.Config.of(GuestProgram.COUNTER, Backing.MEMFD, 1).withMemorySize(8L << 20);
+        ByteArrayOutputStream file = new ByteArrayOutputStream();
+        String before;
+        try (Kvm kvm = Kvm.open()) {
+            try (Machine source = Machine.boot(kvm, config)) {
+                before = source.run(Duration.ofMillis(400)).serial();
+                Migration.save(source, key, file);
+            }
+            byte[] saved = file.toByteArray();
+            byte[] altered = saved.clone();
+            altered[saved.length - 100] ^= 1;  // inside the sealed vCPU state
+            assertThatThrownBy(() -> Migration.load(kvm, key, new ByteArrayInputStream(altered), new Snapshot.ReplayGuard()))
+                    .isInstanceOf(GuestMemoryException.class).hasMessageContaining("EBADMSG");
+            byte[] cut = Arrays.copyOf(saved, saved.length / 2);
+            assertThatThrownBy(() -> Migration.load(kvm, key, new ByteArrayInputStream(cut), new Snapshot.ReplayGuard()))
+                    .isInstanceOf(GuestMemoryException.class).hasMessageContaining("EBADMSG");
+            try (Machine loaded = Migration.load(kvm, key, new ByteArrayInputStream(saved), new Snapshot.ReplayGuard())) {
+                assertCountsOn(before, loaded.run(Duration.ofMillis(400)).serial());
+            }
         }
     }
 }
