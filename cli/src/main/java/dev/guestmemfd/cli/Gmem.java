@@ -12,6 +12,7 @@ import picocli.CommandLine.Option;
             "shared (the host may read them) or private (only the guest may), on real Linux memory",
             "and a real /dev/kvm."},
         subcommands = {InfoCommand.class, DemoCommand.class, MapCommand.class, ScriptCommand.class, BenchCommand.class, MigrateCommand.class,
+            SnapshotCommand.class, RestoreCommand.class,
             CommandLine.HelpCommand.class})
 public final class Gmem implements Runnable {
     @Option(names = "--verbose", scope = CommandLine.ScopeType.INHERIT,
@@ -30,6 +31,7 @@ public final class Gmem implements Runnable {
     public static CommandLine commandLine() {
         Gmem gmem = new Gmem();
         CommandLine cli = new CommandLine(gmem);
+        cli.setCaseInsensitiveEnumValuesAllowed(true);
         cli.setExecutionExceptionHandler((e, line, parsed) -> {
             PrintWriter err = line.getErr();
             if (gmem.verbose) {

@@ -1,6 +1,5 @@
 package dev.guestmemfd.cli;
 
-import dev.guestmemfd.kvm.GuestProgram;
 import dev.guestmemfd.kvm.Kvm;
 import dev.guestmemfd.kvm.Machine;
 import dev.guestmemfd.kvm.Migration;
@@ -14,16 +13,21 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import picocli.CommandLine;
 import picocli.CommandLine.Command;
+import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
 @Command(name = "migrate", description = {
-    "Move a running guest to another process over loopback TCP (stop-and-copy), its private",
-    "pages sealed by the owners; --demo runs both ends here and checks the guest carries on."})
+    "Move a running guest to another process over loopback TCP, its private pages and registers",
+    "sealed by the two owners: pre-copy where the memslots log dirty pages (memfd, memfd_secret),",
+    "stop-and-copy where the kernel refuses (guest_memfd). --demo runs both ends here and checks",
+    "that the guest's count carries on."})
 final class MigrateCommand implements Callable<Integer> {
     @Option(names = "--demo", description = "Migrate a counting guest to a child process of this command.")
     boolean demo;
@@ -31,11 +35,20 @@ final class MigrateCommand implements Callable<Integer> {
     @Option(names = "--json", description = "Print one JSON object.")
     boolean json;
 
+    @Option(names = "--stop-and-copy", description = "Pause first and send everything once, even where pre-copy works.")
+    boolean stopAndCopy;
+
     @Option(names = "--receive", hidden = true, description = "Be the destination: listen, print the port, restore, run.")
     boolean receive;
 
-    @Option(names = "--run-ms", defaultValue = "800", description = "How long each side runs the guest, in ms.")
+    @Option(names = "--run-ms", defaultValue = "800", description = "How long each side runs the guest, in ms (default: ${DEFAULT-VALUE}).")
     long runMs;
+
+    @Mixin
+    GuestOptions guest;
+
+    @CommandLine.Spec
+    CommandLine.Model.CommandSpec spec;
 
     @Override
     public Integer call() throws Exception {
@@ -50,48 +63,58 @@ final class MigrateCommand implements Callable<Integer> {
             System.err.println("gmem: migrate needs /dev/kvm, which this host lacks");
             return 1;
         }
+        HostInfo host = HostInfo.probe();
+        Machine.Config config = guest.config(host, spec);
         Process child = new ProcessBuilder(childCommand()).redirectError(ProcessBuilder.Redirect.INHERIT).start();
         BufferedReader childOut = new BufferedReader(new InputStreamReader(child.getInputStream(), StandardCharsets.UTF_8));
         int port = Integer.parseInt(childOut.readLine().trim());
-        HostInfo host = HostInfo.probe();
-        Machine.Config config = Machine.Config.of(GuestProgram.COUNTER, host.preferredBacking(), 1).withMemorySize(64L << 20);
-        long start = System.nanoTime();
-        String before;
         Migration.Report report;
+        long allocated;
         try (Kvm kvm = Kvm.open(); Machine source = Machine.boot(kvm, config);
              Socket socket = new Socket(InetAddress.getLoopbackAddress(), port)) {
-            before = source.run(Duration.ofMillis(runMs)).serial();
-            long paused = System.nanoTime();
-            report = Migration.send(source, socket, paused);
+            guest.fill(source);
+            allocated = source.memory().pageCounts().allocated() * dev.guestmemfd.GuestMemory.PAGE_SIZE;
+            Machine.Running running = source.start();
+            Thread.sleep(runMs);
+            try (ProgressBar bar = ProgressBar.onTerminal("migrating", allocated)) {
+                report = Migration.send(running, bar.track(socket.getOutputStream()), socket.getInputStream(),
+                        Migration.Options.defaults().withPreCopy(!stopAndCopy));
+            }
         }
-        long total = System.nanoTime() - start;
         StringBuilder after = new StringBuilder();
         for (String line; (line = childOut.readLine()) != null; ) {
             after.append(line).append('\n');
         }
         int status = child.waitFor();
+        String before = report.source().serial();
         String destination = after.toString().replace("\\n", "\n");
         List<Long> sourceTicks = ticks(before);
         List<Long> all = ticks(before + destination);
         boolean continued = status == 0 && all.size() > sourceTicks.size() && consecutive(all);
         Map<String, Object> out = new LinkedHashMap<>();
-        out.put("backing", config.backing().name().toLowerCase(java.util.Locale.ROOT));
+        out.put("backing", GuestOptions.name(config.backing()));
+        out.put("path", report.path().name().toLowerCase(Locale.ROOT).replace('_', '-'));
+        out.put("why", report.why());
         out.put("downtimeMs", report.pausedToRestoredNs() / 1e6);
-        out.put("totalMs", total / 1e6);
+        out.put("totalMs", report.totalNs() / 1e6);
         out.put("bytesSent", report.bytesSent());
         out.put("memoryBytes", report.memoryBytes());
+        out.put("allocatedBytes", allocated);
+        out.put("roundBytes", report.roundBytes());
         out.put("guestContinued", continued);
         out.put("lastTickAtSource", sourceTicks.isEmpty() ? 0 : sourceTicks.getLast());
         out.put("lastTickAtDestination", all.isEmpty() ? 0 : all.getLast());
         if (json) {
             System.out.println(Json.write(out));
         } else {
-            System.out.printf(java.util.Locale.ROOT, "source printed ticks 1..%d, then the guest moved to process %d;%n",
+            System.out.printf(Locale.ROOT, "source printed ticks 1..%d, then the guest moved to process %d;%n",
                     out.get("lastTickAtSource"), child.pid());
-            System.out.printf(java.util.Locale.ROOT, "there it printed up to tick %d (%s).%n", out.get("lastTickAtDestination"),
+            System.out.printf(Locale.ROOT, "there it printed up to tick %d (%s).%n", out.get("lastTickAtDestination"),
                     continued ? "carried on from where it stopped" : "DID NOT carry on");
-            System.out.printf(java.util.Locale.ROOT, "downtime %.1f ms, total %.1f ms, %,d bytes sent for %,d bytes of memory%n",
-                    out.get("downtimeMs"), out.get("totalMs"), report.bytesSent(), report.memoryBytes());
+            System.out.printf(Locale.ROOT, "%s on the %s backing: %s%n", out.get("path"), out.get("backing"), report.why());
+            System.out.printf(Locale.ROOT, "rounds (page bytes, the last one paused): %s%n", report.roundBytes());
+            System.out.printf(Locale.ROOT, "downtime %.1f ms, total %.1f ms, %,d bytes sent for %,d bytes of memory (%,d allocated)%n",
+                    out.get("downtimeMs"), out.get("totalMs"), report.bytesSent(), report.memoryBytes(), allocated);
         }
         return continued ? 0 : 1;
     }

@@ -1,5 +1,10 @@
 package dev.guestmemfd.cli;
 
+import java.io.FilterInputStream;
+import java.io.FilterOutputStream;
+import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
 import java.io.PrintStream;
 
 /**
@@ -40,6 +45,50 @@ final class ProgressBar implements AutoCloseable {
         out.printf("\r%s [%s%s] %3d%%", label, "#".repeat(filled), " ".repeat(WIDTH - filled), 100 * Math.min(done, total) / total);
         out.flush();
         drawn = true;
+    }
+
+    /** {@return {@code out}, moving this bar by every byte written through it} */
+    OutputStream track(OutputStream out) {
+        return new FilterOutputStream(out) {
+            private long done;
+
+            @Override
+            public void write(int b) throws IOException {
+                out.write(b);
+                update(++done);
+            }
+
+            @Override
+            public void write(byte[] b, int off, int len) throws IOException {
+                out.write(b, off, len);
+                update(done += len);
+            }
+        };
+    }
+
+    /** {@return {@code in}, moving this bar by every byte read through it} */
+    InputStream track(InputStream in) {
+        return new FilterInputStream(in) {
+            private long done;
+
+            @Override
+            public int read() throws IOException {
+                int b = in.read();
+                if (b >= 0) {
+                    update(++done);
+                }
+                return b;
+            }
+
+            @Override
+            public int read(byte[] b, int off, int len) throws IOException {
+                int n = in.read(b, off, len);
+                if (n > 0) {
+                    update(done += n);
+                }
+                return n;
+            }
+        };
     }
 
     @Override

@@ -13,6 +13,7 @@ import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import javax.xml.parsers.DocumentBuilderFactory;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
 import org.w3c.dom.Element;
@@ -247,7 +248,54 @@ class GmemIT {
         assertThat(m.get("guestContinued")).isEqualTo(true);
         assertThat((Long) m.get("lastTickAtDestination")).isGreaterThan((Long) m.get("lastTickAtSource"));
         assertThat((Long) m.get("bytesSent")).isPositive().isLessThan((Long) m.get("memoryBytes"));
-        assertThat(m).containsKeys("downtimeMs", "totalMs");
+        assertThat(m).containsKeys("downtimeMs", "totalMs", "roundBytes", "why");
+    }
+
+    /** The memfd backing's ordinary memslots log dirty pages: rounds while the guest runs, then a short one paused. */
+    @Test
+    void onTheMemfdBackingTheGuestMigratesByPreCopyWithItsAllocatedShare() throws Exception {
+        assumeTrue(kvm(), "migration needs /dev/kvm, which this host lacks");
+        Result r = gmem(null, "migrate", "--demo", "--json", "--backing", "memfd", "--memory", "32M", "--allocated", "25");
+        assertThat(r.status()).as(r.err()).isZero();
+        Map<String, Object> m = json(r.out());
+        assertThat(m.get("path")).isEqualTo("pre-copy");
+        assertThat(m.get("guestContinued")).isEqualTo(true);
+        assertThat((Long) m.get("allocatedBytes")).as("a quarter of 32 MiB filled, plus the guest's own")
+                .isGreaterThanOrEqualTo(8L << 20);
+        assertThat((Long) m.get("bytesSent")).isGreaterThanOrEqualTo((Long) m.get("allocatedBytes"));
+        @SuppressWarnings("unchecked")
+        java.util.List<Long> rounds = (java.util.List<Long>) m.get("roundBytes");
+        assertThat(rounds.size()).isGreaterThanOrEqualTo(2);
+        assertThat(rounds.getLast()).isLessThan(rounds.getFirst());
+    }
+
+    @Test
+    void aSnapshotFileRestoresAndTheGuestCountsOnButNotWhenAlteredOrWithAnotherKey(@TempDir Path dir) throws Exception {
+        assumeTrue(kvm(), "snapshot runs a guest and needs /dev/kvm, which this host lacks");
+        Path file = dir.resolve("counter.gsnap");
+        Result saved = gmem(null, "snapshot", file.toString(), "--json", "--memory", "16M", "--allocated", "50");
+        assertThat(saved.status()).as(saved.err()).isZero();
+        Map<String, Object> s = json(saved.out());
+        assertThat(java.nio.file.Files.getPosixFilePermissions(dir.resolve("counter.gsnap.key")))
+                .containsExactlyInAnyOrder(java.nio.file.attribute.PosixFilePermission.OWNER_READ,
+                        java.nio.file.attribute.PosixFilePermission.OWNER_WRITE);
+        assertThat((Long) s.get("fileBytes")).isLessThan((Long) s.get("memoryBytes"));
+        Result restored = gmem(null, "restore", file.toString(), "--json");
+        assertThat(restored.status()).as(restored.err()).isZero();
+        Map<String, Object> r = json(restored.out());
+        assertThat(r.get("firstTick")).as("carries on from the tick after the snapshot").isEqualTo((Long) s.get("lastTick") + 1);
+
+        byte[] bytes = java.nio.file.Files.readAllBytes(file);
+        bytes[bytes.length / 2] ^= 1;
+        Path altered = dir.resolve("altered.gsnap");
+        java.nio.file.Files.write(altered, bytes);
+        Result refused = gmem(null, "restore", altered.toString(), "--key", dir.resolve("counter.gsnap.key").toString());
+        assertThat(refused.status()).isEqualTo(1);
+        assertThat(refused.err()).contains("EBADMSG");
+        java.nio.file.Files.write(dir.resolve("other.key"), new byte[32]);
+        Result wrongKey = gmem(null, "restore", file.toString(), "--key", dir.resolve("other.key").toString());
+        assertThat(wrongKey.status()).isEqualTo(1);
+        assertThat(wrongKey.err()).contains("EBADMSG");
     }
 
     @Test

@@ -1,0 +1,108 @@
+package dev.guestmemfd.cli;
+
+import dev.guestmemfd.Attribute;
+import dev.guestmemfd.Backing;
+import dev.guestmemfd.Content;
+import dev.guestmemfd.GuestMemory;
+import dev.guestmemfd.HostMapping;
+import dev.guestmemfd.kvm.GuestLayout;
+import dev.guestmemfd.kvm.GuestProgram;
+import dev.guestmemfd.kvm.Machine;
+import java.util.Locale;
+import java.util.SplittableRandom;
+import picocli.CommandLine;
+import picocli.CommandLine.Option;
+
+/**
+ * The guest that migrate and snapshot move: the counting guest, on a memory of a chosen size
+ * of which the host fills a chosen share with data before it starts, so that a migration's
+ * figures can be taken for a guest with that much memory in use.
+ */
+final class GuestOptions {
+    /** Page tables, code, stacks and vCPU 0's region: the fill starts above them. */
+    static final long GUEST_USES = GuestLayout.memoryFor(1);
+    /** The guest's page tables identity-map the first GiB. */
+    static final long MAX_MEMORY = 1L << 30;
+
+    @Option(names = "--memory", defaultValue = "64M", converter = SizeConverter.class,
+            description = "Guest memory, 16M to 1G in 2M steps (default: ${DEFAULT-VALUE}).")
+    long memory;
+
+    @Option(names = "--allocated", defaultValue = "0",
+            description = "Percent of the memory the host fills with data before the guest starts, the first half"
+                    + " of it then made private (default: ${DEFAULT-VALUE}).")
+    int allocatedPercent;
+
+    @Option(names = "--backing", description = "Force a backing: ${COMPLETION-CANDIDATES} (default: the best this host has).")
+    Backing backing;
+
+    /** {@return the counting guest's configuration, checked} */
+    Machine.Config config(HostInfo host, CommandLine.Model.CommandSpec spec) {
+        if (memory < (16L << 20) || memory > MAX_MEMORY || memory % (2L << 20) != 0) {
+            throw new CommandLine.ParameterException(spec.commandLine(),
+                    "--memory must be 16M to 1G in steps of 2M (the guest's page tables map the first GiB)");
+        }
+        if (allocatedPercent < 0 || allocatedPercent > 100) {
+            throw new CommandLine.ParameterException(spec.commandLine(), "--allocated is a percentage, 0 to 100");
+        }
+        Backing chosen = backing != null ? backing : host.preferredBacking();
+        return Machine.Config.of(GuestProgram.COUNTER, chosen, 1).withMemorySize(memory);
+    }
+
+    /** {@return the bytes {@link #fill} fills: the share asked for, at most what the guest leaves free} */
+    long fillBytes() {
+        long wanted = memory / 100 * allocatedPercent / GuestMemory.PAGE_SIZE * GuestMemory.PAGE_SIZE;
+        return Math.min(wanted, memory - GUEST_USES);
+    }
+
+    /**
+     * Fills the top {@link #fillBytes()} of the machine's memory with data that does not
+     * compress, written by the host while the pages are shared, then makes the first half
+     * private with its contents kept.
+     */
+    void fill(Machine machine) {
+        long bytes = fillBytes();
+        if (bytes == 0) {
+            return;
+        }
+        long start = memory - bytes;
+        HostMapping host = machine.hostMapping();
+        byte[] chunk = new byte[1 << 20];
+        SplittableRandom random = new SplittableRandom(bytes);
+        try (ProgressBar bar = ProgressBar.onTerminal("filling ", bytes)) {
+            for (long at = start; at < memory; at += chunk.length) {
+                random.nextBytes(chunk);
+                host.write(at, java.util.Arrays.copyOf(chunk, (int) Math.min(chunk.length, memory - at)));
+                bar.update(at + chunk.length - start);
+            }
+        }
+        long half = bytes / 2 / GuestMemory.PAGE_SIZE * GuestMemory.PAGE_SIZE;
+        if (half > 0) {
+            machine.memory().convert(start, half, Attribute.PRIVATE, Content.PRESERVE);
+        }
+    }
+
+    static String name(Backing backing) {
+        return backing.name().toLowerCase(Locale.ROOT);
+    }
+
+    /** Reads sizes such as {@code 256M}, {@code 1G}, {@code 65536}. */
+    static final class SizeConverter implements CommandLine.ITypeConverter<Long> {
+        @Override
+        public Long convert(String value) {
+            String v = value.strip().toUpperCase(Locale.ROOT);
+            long unit = switch (v.isEmpty() ? ' ' : v.charAt(v.length() - 1)) {
+                case 'K' -> 1L << 10;
+                case 'M' -> 1L << 20;
+                case 'G' -> 1L << 30;
+                default -> 1;
+            };
+            String digits = unit == 1 ? v : v.substring(0, v.length() - 1);
+            try {
+                return Math.multiplyExact(Long.parseLong(digits), unit);
+            } catch (NumberFormatException | ArithmeticException e) {
+                throw new CommandLine.TypeConversionException("'" + value + "' is not a size (e.g. 256M, 1G)");
+            }
+        }
+    }
+}

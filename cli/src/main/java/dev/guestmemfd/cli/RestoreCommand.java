@@ -1,0 +1,76 @@
+package dev.guestmemfd.cli;
+
+import dev.guestmemfd.GuestMemory;
+import dev.guestmemfd.Snapshot;
+import dev.guestmemfd.kvm.Kvm;
+import dev.guestmemfd.kvm.Machine;
+import dev.guestmemfd.kvm.Migration;
+import java.io.BufferedInputStream;
+import java.io.InputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
+import java.util.Map;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+@Command(name = "restore", description = {
+    "Load a guest saved by `gmem snapshot` and run it on: the file is checked as it is read (a",
+    "cut, altered or wrong-key file is refused, EBADMSG, and nothing runs)."})
+final class RestoreCommand implements Callable<Integer> {
+    @Parameters(index = "0", defaultValue = "guest.gsnap", description = "The snapshot file (default: ${DEFAULT-VALUE}).")
+    Path file;
+
+    @Option(names = "--key", description = "The key file (default: FILE.key).")
+    Path key;
+
+    @Option(names = "--run-ms", defaultValue = "800", description = "How long the restored guest runs, in ms (default: ${DEFAULT-VALUE}).")
+    long runMs;
+
+    @Option(names = "--json", description = "Print one JSON object.")
+    boolean json;
+
+    @Override
+    public Integer call() throws Exception {
+        if (!Kvm.available()) {
+            System.err.println("gmem: restore runs a guest and needs /dev/kvm, which this host lacks");
+            return 1;
+        }
+        Path keyFile = key != null ? key : SnapshotKey.besides(file);
+        var secret = SnapshotKey.read(keyFile);
+        Map<String, Object> out = new LinkedHashMap<>();
+        try (Kvm kvm = Kvm.open()) {
+            long start = System.nanoTime();
+            Machine machine;
+            try (ProgressBar bar = ProgressBar.onTerminal("restoring", Files.size(file));
+                 InputStream in = new BufferedInputStream(bar.track(Files.newInputStream(file)), 1 << 16)) {
+                // A new guard: a snapshot file may be restored again, as a VM image is booted again.
+                machine = Migration.load(kvm, secret, in, new Snapshot.ReplayGuard());
+            }
+            long loaded = System.nanoTime() - start;
+            try (machine) {
+                List<Long> ticks = MigrateCommand.ticks(machine.run(Duration.ofMillis(runMs)).serial());
+                out.put("file", file.toString());
+                out.put("backing", GuestOptions.name(machine.config().backing()));
+                out.put("memoryBytes", machine.config().memorySize());
+                out.put("allocatedBytes", machine.memory().pageCounts().allocated() * GuestMemory.PAGE_SIZE);
+                out.put("restoreMs", loaded / 1e6);
+                out.put("firstTick", ticks.isEmpty() ? 0 : ticks.getFirst());
+                out.put("lastTick", ticks.isEmpty() ? 0 : ticks.getLast());
+            }
+        }
+        if (json) {
+            System.out.println(Json.write(out));
+        } else {
+            System.out.printf(Locale.ROOT, "restored %s in %.1f ms (%,d bytes of memory, %,d allocated);%n",
+                    file, out.get("restoreMs"), out.get("memoryBytes"), out.get("allocatedBytes"));
+            System.out.printf(Locale.ROOT, "the guest counted on from tick %d to %d%n", out.get("firstTick"), out.get("lastTick"));
+        }
+        return (Long) out.get("firstTick") > 0 ? 0 : 1;
+    }
+}
