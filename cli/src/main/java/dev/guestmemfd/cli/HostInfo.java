@@ -96,6 +96,32 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
                 + Long.toHexString(capabilities.exitHypercall()) + " where the exit comes" : "none: no guest runs without KVM";
     }
 
+    /**
+     * {@return how a migration moves memory on each backing here, asked of KVM with a small VM}
+     * Pre-copy needs the kernel to log dirty pages of the memslot.
+     */
+    Map<String, String> migrationPaths() {
+        Map<String, String> paths = new LinkedHashMap<>();
+        if (!kvm) {
+            return paths;
+        }
+        java.util.List<Backing> backings = new java.util.ArrayList<>(java.util.List.of(Backing.MEMFD));
+        if (memfdSecret.equals("yes")) {
+            backings.add(Backing.SECRET);
+        }
+        if (kernelGuestMemfd()) {
+            backings.add(Backing.KERNEL);
+        }
+        try (Kvm k = Kvm.open()) {
+            for (Backing b : backings) {
+                String refusal = dev.guestmemfd.kvm.Migration.dirtyLoggingRefusal(k, b);
+                paths.put(b.name().toLowerCase(java.util.Locale.ROOT),
+                        refusal == null ? "pre-copy (the memslot logs dirty pages)" : "stop-and-copy (" + refusal + ")");
+            }
+        }
+        return paths;
+    }
+
     Map<String, Object> toJson() {
         Map<String, Object> kvmJson = new LinkedHashMap<>();
         kvmJson.put("available", kvm);
@@ -119,6 +145,7 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
         json.put("backingReason", backingReason());
         json.put("conversionPath", conversionPath());
         json.put("guestRequests", guestRequests());
+        json.put("migration", migrationPaths());
         return json;
     }
 
@@ -145,6 +172,8 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
         out.append("backing             ").append(backingReason()).append('\n');
         out.append("private pages       ").append(conversionPath()).append('\n');
         out.append("guest requests      ").append(guestRequests()).append('\n');
+        migrationPaths().forEach((backing, path) ->
+                out.append(String.format(java.util.Locale.ROOT, "migration %-9s %s%n", backing, path)));
         return out.toString();
     }
 

@@ -65,6 +65,14 @@ class GmemIT {
         Map<String, Object> kvm = (Map<String, Object>) info.get("kvm");
         assertThat(kvm.get("available")).isEqualTo(kvm());
         assertThat((String) info.get("conversionPath")).isNotBlank();
+        @SuppressWarnings("unchecked")
+        Map<String, Object> migration = (Map<String, Object>) info.get("migration");
+        if (kvm()) {
+            assertThat((String) migration.get("memfd")).as("ordinary memslots log dirty pages").startsWith("pre-copy");
+            if (migration.containsKey("kernel")) {
+                assertThat((String) migration.get("kernel")).as("guest_memfd memslots do not").contains("stop-and-copy", "EINVAL");
+            }
+        }
         Result text = gmem(null, "info");
         assertThat(text.out()).contains("kernel", "backing", "private pages");
     }

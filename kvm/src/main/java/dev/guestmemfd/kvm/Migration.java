@@ -38,8 +38,8 @@ import javax.crypto.spec.SecretKeySpec;
  * Moves a {@link Machine} to another process, or saves it to a file and loads it back. The
  * machine travels as one {@link Snapshot} stream: first its description (sealed owner
  * state), so the receiver builds the VM while memory is still on its way; then its memory;
- * last each vCPU's registers (sealed too: a confidential guest's registers are as secret as
- * its private pages).
+ * last each vCPU's state: registers, FPU/SSE/AVX, pending events, MSRs (sealed too: a
+ * confidential guest's registers are as secret as its private pages).
  *
  * <p>Two paths, chosen by what the memslots allow:
  * <ul>
@@ -243,6 +243,27 @@ public final class Migration {
         memory.convert(last, GuestMemory.PAGE_SIZE, dev.guestmemfd.Attribute.SHARED, dev.guestmemfd.Content.ZERO);
     }
 
+    /**
+     * {@return null when KVM here logs dirty pages of a memslot over {@code backing}, so a
+     * migration can pre-copy; else the kernel's refusal} Asks with a 2 MiB VM of one slot.
+     */
+    public static String dirtyLoggingRefusal(Kvm kvm, Backing backing) {
+        long size = 2L << 20;
+        long flags = dev.guestmemfd.Flag.MMAP.bit() | dev.guestmemfd.Flag.INIT_SHARED.bit()
+                | (backing == Backing.SECRET ? dev.guestmemfd.Flag.NO_DIRECT_MAP.bit() : 0);
+        try (Vm vm = kvm.createVm();
+             GuestMemory memory = backing == Backing.KERNEL ? vm.createGuestMemory(size, flags)
+                     : GuestMemory.create(size, flags, backing)) {
+            Memslot slot = vm.bind(memory, 0, 0, 0, size, false);
+            try {
+                vm.logDirty(slot, true);
+                return null;
+            } catch (KvmException refused) {
+                return refused.getMessage();
+            }
+        }
+    }
+
     // ------------------------------------------------------------------ the sender's side
 
     private record Sent(Path path, String why, List<Long> rounds, long pausedAt, Machine.Outcome source) { }
@@ -370,7 +391,13 @@ public final class Migration {
         return Machine.Config.of(program, backing, vcpus).withMemorySize(memorySize);
     }
 
-    /** Each vCPU's state: u32 count, then per vCPU its {@code kvm_regs} and {@code kvm_sregs}. */
+    /**
+     * Each vCPU's state: u32 count, then per vCPU its {@code kvm_regs} (144 bytes),
+     * {@code kvm_sregs} (312), XSAVE area (4096: x87, SSE, AVX), {@code kvm_vcpu_events} (64),
+     * u32 MSR count and per MSR u32 index and u64 value ({@link Msr#MIGRATED}, as many as
+     * KVM reads). Not carried: the local APIC (these VMs have no in-kernel irqchip), debug
+     * registers, XCRs and nested state.
+     */
     private static byte[] vcpuState(Machine machine) throws IOException {
         ByteArrayOutputStream bytes = new ByteArrayOutputStream();
         DataOutputStream out = new DataOutputStream(bytes);
@@ -380,6 +407,14 @@ public final class Migration {
             for (Vcpu vcpu : vcpus) {
                 out.write(vcpu.registers().toSegment(arena).toArray(ValueLayout.JAVA_BYTE));
                 out.write(vcpu.specialRegisters().toSegment(arena).toArray(ValueLayout.JAVA_BYTE));
+                out.write(vcpu.xsave());
+                out.write(vcpu.events());
+                List<Msr> msrs = vcpu.msrs(Msr.MIGRATED);
+                out.writeInt(msrs.size());
+                for (Msr msr : msrs) {
+                    out.writeInt(msr.index());
+                    out.writeLong(msr.value());
+                }
             }
         }
         return bytes.toByteArray();
@@ -394,17 +429,35 @@ public final class Migration {
             }
             try (Arena arena = Arena.ofConfined()) {
                 for (Vcpu vcpu : vcpus) {
-                    byte[] regs = new byte[(int) Registers.LAYOUT.byteSize()];
-                    in.readFully(regs);
-                    byte[] sregs = new byte[(int) SpecialRegisters.LAYOUT.byteSize()];
-                    in.readFully(sregs);
+                    byte[] regs = read(in, Registers.LAYOUT.byteSize());
+                    byte[] sregs = read(in, SpecialRegisters.LAYOUT.byteSize());
+                    byte[] xsave = read(in, Vcpu.XSAVE.byteSize());
+                    byte[] events = read(in, Vcpu.EVENTS.byteSize());
+                    int count = in.readInt();
+                    if (count < 0 || count > Msr.MIGRATED.length) {
+                        throw new IOException("the vCPU state holds " + count + " MSRs");
+                    }
+                    List<Msr> msrs = new ArrayList<>();
+                    for (int i = 0; i < count; i++) {
+                        msrs.add(new Msr(in.readInt(), in.readLong()));
+                    }
+                    // As QEMU orders it: registers and segments, then MSRs, FPU state, events.
                     vcpu.setSpecialRegisters(SpecialRegisters.from(copy(arena, sregs)));
                     vcpu.setRegisters(Registers.from(copy(arena, regs)));
+                    vcpu.setMsrs(msrs);
+                    vcpu.setXsave(xsave);
+                    vcpu.setEvents(events);
                 }
             }
         } catch (IOException e) {
             throw new UncheckedIOException(e);
         }
+    }
+
+    private static byte[] read(DataInputStream in, long bytes) throws IOException {
+        byte[] b = new byte[(int) bytes];
+        in.readFully(b);
+        return b;
     }
 
     private static MemorySegment copy(Arena arena, byte[] bytes) {

@@ -35,6 +35,19 @@ public final class Vcpu implements AutoCloseable {
     /** {@code _IOW(KVMIO, 0x8b, struct kvm_signal_mask)}: the struct is {@code __u32 len} and a flexible array. */
     static final long KVM_SET_SIGNAL_MASK = Ioctl.iow(KvmUapi.KVMIO, 0x8b, MemoryLayout.structLayout(JAVA_INT));
 
+    /** {@code struct kvm_xsave}: 4 KiB, the legacy FXSAVE area (x87, SSE) first, then the XSAVE header and components. */
+    static final MemoryLayout XSAVE = MemoryLayout.sequenceLayout(4096, JAVA_BYTE);
+    static final long KVM_GET_XSAVE = Ioctl.ior(KvmUapi.KVMIO, 0xa4, XSAVE);
+    static final long KVM_SET_XSAVE = Ioctl.iow(KvmUapi.KVMIO, 0xa5, XSAVE);
+    /** {@code struct kvm_vcpu_events}: pending exception, interrupt, NMI, SMM and their flags, 64 bytes. */
+    static final MemoryLayout EVENTS = MemoryLayout.sequenceLayout(64, JAVA_BYTE);
+    static final long KVM_GET_VCPU_EVENTS = Ioctl.ior(KvmUapi.KVMIO, 0x9f, EVENTS);
+    static final long KVM_SET_VCPU_EVENTS = Ioctl.iow(KvmUapi.KVMIO, 0xa0, EVENTS);
+    /** {@code struct kvm_msrs}: {@code __u32 nmsrs, pad}, then entries of {@code __u32 index, reserved; __u64 data}. */
+    static final MemoryLayout MSRS_HEADER = MemoryLayout.structLayout(JAVA_INT.withName("nmsrs"), JAVA_INT.withName("pad"));
+    static final long KVM_GET_MSRS = Ioctl.iowr(KvmUapi.KVMIO, 0x88, MSRS_HEADER);
+    static final long KVM_SET_MSRS = Ioctl.iow(KvmUapi.KVMIO, 0x89, MSRS_HEADER);
+
     private static final long IMMEDIATE_EXIT = 1;
     private static final long EXIT_REASON = 8;
     private static final long UNION = 32;
@@ -87,6 +100,86 @@ public final class Vcpu implements AutoCloseable {
     public void setSpecialRegisters(SpecialRegisters registers) {
         try (Arena a = Arena.ofConfined()) {
             ioctl("KVM_SET_SREGS", KVM_SET_SREGS, registers.toSegment(a));
+        }
+    }
+
+    /** {@return the FPU, SSE and AVX state ({@code KVM_GET_XSAVE}), 4096 bytes} */
+    public byte[] xsave() {
+        return getBytes("KVM_GET_XSAVE", KVM_GET_XSAVE, XSAVE);
+    }
+
+    /** Sets the FPU, SSE and AVX state from bytes {@link #xsave()} returned. */
+    public void setXsave(byte[] state) {
+        setBytes("KVM_SET_XSAVE", KVM_SET_XSAVE, XSAVE, state);
+    }
+
+    /** {@return the pending exception, interrupt and NMI state ({@code KVM_GET_VCPU_EVENTS}), 64 bytes} */
+    public byte[] events() {
+        return getBytes("KVM_GET_VCPU_EVENTS", KVM_GET_VCPU_EVENTS, EVENTS);
+    }
+
+    /** Sets the pending event state from bytes {@link #events()} returned. */
+    public void setEvents(byte[] state) {
+        setBytes("KVM_SET_VCPU_EVENTS", KVM_SET_VCPU_EVENTS, EVENTS, state);
+    }
+
+    /**
+     * {@return the MSRs of {@code indexes} that KVM reads, in order} KVM stops at the first
+     * one it refuses, so the list holds a prefix of {@code indexes}.
+     */
+    public java.util.List<Msr> msrs(int... indexes) {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment s = a.allocate(8 + 16L * indexes.length, 8);
+            s.set(JAVA_INT, 0, indexes.length);
+            for (int i = 0; i < indexes.length; i++) {
+                s.set(JAVA_INT, 8 + 16L * i, indexes[i]);
+            }
+            int read = ioctlCount("KVM_GET_MSRS", KVM_GET_MSRS, s);
+            java.util.List<Msr> msrs = new java.util.ArrayList<>();
+            for (int i = 0; i < read; i++) {
+                msrs.add(new Msr(s.get(JAVA_INT, 8 + 16L * i), s.get(JAVA_LONG, 16 + 16L * i)));
+            }
+            return msrs;
+        }
+    }
+
+    /**
+     * Sets MSRs.
+     *
+     * @throws KvmException {@code EINVAL} naming the first MSR KVM refused; the ones before it are set
+     */
+    public void setMsrs(java.util.List<Msr> msrs) {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment s = a.allocate(8 + 16L * msrs.size(), 8);
+            s.set(JAVA_INT, 0, msrs.size());
+            for (int i = 0; i < msrs.size(); i++) {
+                s.set(JAVA_INT, 8 + 16L * i, msrs.get(i).index());
+                s.set(JAVA_LONG, 16 + 16L * i, msrs.get(i).value());
+            }
+            int written = ioctlCount("KVM_SET_MSRS", KVM_SET_MSRS, s);
+            if (written != msrs.size()) {
+                throw new KvmException("KVM_SET_MSRS on vCPU " + id, "EINVAL",
+                        "KVM refused MSR 0x" + Integer.toHexString(msrs.get(written).index()));
+            }
+        }
+    }
+
+    private byte[] getBytes(String what, long request, MemoryLayout layout) {
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment s = a.allocate(layout);
+            ioctl(what, request, s);
+            return s.toArray(JAVA_BYTE);
+        }
+    }
+
+    private void setBytes(String what, long request, MemoryLayout layout, byte[] state) {
+        if (state.length != layout.byteSize()) {
+            throw new IllegalArgumentException(what + " takes " + layout.byteSize() + " bytes, not " + state.length);
+        }
+        try (Arena a = Arena.ofConfined()) {
+            MemorySegment s = a.allocate(layout);
+            s.copyFrom(MemorySegment.ofArray(state));
+            ioctl(what, request, s);
         }
     }
 
@@ -205,8 +298,12 @@ public final class Vcpu implements AutoCloseable {
     }
 
     private void ioctl(String what, long request, MemorySegment argument) {
+        ioctlCount(what, request, argument);
+    }
+
+    private int ioctlCount(String what, long request, MemorySegment argument) {
         try {
-            Ioctl.ioctl(fd, request, argument);
+            return Ioctl.ioctl(fd, request, argument);
         } catch (LinuxException e) {
             throw new KvmException(what + " on vCPU " + id, e);
         }

@@ -92,6 +92,11 @@ class MigrationTest {
         }
     }
 
+    /** Where XMM0 lies in the XSAVE area: byte 160 of the legacy FXSAVE region. */
+    static final int XMM0 = 160;
+    /** The XSAVE header's bitmap of components in use (bit 1: SSE), at byte 512. */
+    static final int XSTATE_BV = 512;
+
     private static void sleep(long ms) {
         try {
             Thread.sleep(ms);
@@ -133,8 +138,17 @@ class MigrationTest {
         ByteArrayOutputStream file = new ByteArrayOutputStream();
         String before;
         try (Kvm kvm = Kvm.open()) {
+            byte[] xmm = new byte[16 * 16];
+            new java.util.Random(7).nextBytes(xmm);
             try (Machine source = Machine.boot(kvm, config)) {
                 before = source.run(Duration.ofMillis(400)).serial();
+                // State the counting guest does not touch, set while it is paused: it must travel too.
+                Vcpu vcpu = source.vcpus().getFirst();
+                byte[] fpu = vcpu.xsave();
+                System.arraycopy(xmm, 0, fpu, XMM0, xmm.length);
+                fpu[XSTATE_BV] |= 2;  // SSE state in use, else the CPU takes it for its initial (zero) state
+                vcpu.setXsave(fpu);
+                vcpu.setMsrs(List.of(new Msr(Msr.KERNEL_GS_BASE, 0xffff_8880_1234_5000L), new Msr(Msr.LSTAR, 0xffff_ffff_8100_0040L)));
                 Migration.save(source, key, file);
             }
             byte[] saved = file.toByteArray();
@@ -146,6 +160,11 @@ class MigrationTest {
             assertThatThrownBy(() -> Migration.load(kvm, key, new ByteArrayInputStream(cut), new Snapshot.ReplayGuard()))
                     .isInstanceOf(GuestMemoryException.class).hasMessageContaining("EBADMSG");
             try (Machine loaded = Migration.load(kvm, key, new ByteArrayInputStream(saved), new Snapshot.ReplayGuard())) {
+                Vcpu vcpu = loaded.vcpus().getFirst();
+                assertThat(Arrays.copyOfRange(vcpu.xsave(), XMM0, XMM0 + xmm.length)).as("XMM0..15").isEqualTo(xmm);
+                assertThat(vcpu.msrs(Msr.MIGRATED)).as("KVM reads every MSR a migration carries").hasSize(Msr.MIGRATED.length);
+                assertThat(vcpu.msrs(Msr.KERNEL_GS_BASE, Msr.LSTAR)).containsExactly(
+                        new Msr(Msr.KERNEL_GS_BASE, 0xffff_8880_1234_5000L), new Msr(Msr.LSTAR, 0xffff_ffff_8100_0040L));
                 assertCountsOn(before, loaded.run(Duration.ofMillis(400)).serial());
             }
         }
