@@ -67,7 +67,12 @@ final class MigrateCommand implements Callable<Integer> {
         Machine.Config config = guest.config(host, spec);
         Process child = new ProcessBuilder(childCommand()).redirectError(ProcessBuilder.Redirect.INHERIT).start();
         BufferedReader childOut = new BufferedReader(new InputStreamReader(child.getInputStream(), StandardCharsets.UTF_8));
-        int port = Integer.parseInt(childOut.readLine().trim());
+        String portLine = childOut.readLine();
+        if (portLine == null) {
+            throw new java.io.IOException("the receiving process ended before it listened (exit status "
+                    + child.waitFor() + "; its error output is above)");
+        }
+        int port = Integer.parseInt(portLine.trim());
         Migration.Report report;
         long allocated;
         try (Kvm kvm = Kvm.open(); Machine source = Machine.boot(kvm, config);

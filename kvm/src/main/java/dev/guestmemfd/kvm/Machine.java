@@ -232,6 +232,11 @@ public final class Machine implements AutoCloseable {
         return host;
     }
 
+    /** {@return what the guest printed on its serial port so far, also while it runs} */
+    public String serial() {
+        return serial.toString();
+    }
+
     /** {@return the launch measurement of the page tables and program} */
     public LaunchDigest launchDigest() {
         return digest;

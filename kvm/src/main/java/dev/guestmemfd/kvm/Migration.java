@@ -129,7 +129,9 @@ public final class Migration {
 
     /**
      * Migrates a running machine over a socket; it is paused when this returns and must not
-     * run again: the guest now lives on the other side.
+     * run again: the guest now lives on the other side. When it fails (the other side hangs
+     * up, refuses, or the network breaks), the guest at the source is intact: still running if
+     * the failure came before the pause, else paused and able to {@link Machine#start} again.
      */
     public static Report send(Machine.Running running, Socket socket, Options options) throws IOException {
         return send(running, socket.getOutputStream(), socket.getInputStream(), options);

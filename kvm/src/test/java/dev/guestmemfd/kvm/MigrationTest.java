@@ -56,16 +56,10 @@ class MigrationTest {
     void aRunningGuestMovesAndCarriesOn(Backing backing) throws Exception {
         Machine.Config config = Machine.Config.of(GuestProgram.COUNTER, backing, 1).withMemorySize(8L << 20);
         try (Kvm kvm = Kvm.open(); ServerSocket server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
-            CompletableFuture<String> destination = CompletableFuture.supplyAsync(() -> {
-                try (Socket s = server.accept(); Machine m = Migration.receive(kvm, s)) {
-                    return m.run(Duration.ofMillis(700)).serial();
-                } catch (Exception e) {
-                    throw new IllegalStateException(e);
-                }
-            });
+            CompletableFuture<String> destination = destination(kvm, server, 700);
             Migration.Report report;
             try (Machine source = Machine.boot(kvm, config);
-                 Socket s = new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort())) {
+                 Socket s = timed(new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort()))) {
                 Machine.Running running = source.start();
                 Thread.sleep(500);
                 // The guest ticks (and writes its count) while the first round is on its way.
@@ -92,6 +86,23 @@ class MigrationTest {
         }
     }
 
+    /** {@return what the guest prints once received on {@code server} and run for {@code ms}} */
+    static CompletableFuture<String> destination(Kvm kvm, ServerSocket server, long ms) {
+        return CompletableFuture.supplyAsync(() -> {
+            try (Socket s = timed(server.accept()); Machine m = Migration.receive(kvm, s)) {
+                return m.run(Duration.ofMillis(ms)).serial();
+            } catch (Exception e) {
+                throw new IllegalStateException(e);
+            }
+        });
+    }
+
+    /** {@return the socket, whose reads give up after a minute: a stuck migration fails the test} */
+    static Socket timed(Socket s) throws java.net.SocketException {
+        s.setSoTimeout(60_000);
+        return s;
+    }
+
     /** Where XMM0 lies in the XSAVE area: byte 160 of the legacy FXSAVE region. */
     static final int XMM0 = 160;
     /** The XSAVE header's bitmap of components in use (bit 1: SSE), at byte 512. */
@@ -109,15 +120,9 @@ class MigrationTest {
     void stopAndCopyCanBeAskedForOnAnyBacking() throws Exception {
         Machine.Config config = Machine.Config.of(GuestProgram.COUNTER, Backing.MEMFD, 1).withMemorySize(8L << 20);
         try (Kvm kvm = Kvm.open(); ServerSocket server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
-            CompletableFuture<String> destination = CompletableFuture.supplyAsync(() -> {
-                try (Socket s = server.accept(); Machine m = Migration.receive(kvm, s)) {
-                    return m.run(Duration.ofMillis(500)).serial();
-                } catch (Exception e) {
-                    throw new IllegalStateException(e);
-                }
-            });
+            CompletableFuture<String> destination = destination(kvm, server, 500);
             try (Machine source = Machine.boot(kvm, config);
-                 Socket s = new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort())) {
+                 Socket s = timed(new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort()))) {
                 Machine.Running running = source.start();
                 Thread.sleep(300);
                 Migration.Report report = Migration.send(running, s, Migration.Options.defaults().withPreCopy(false));
@@ -166,6 +171,38 @@ class MigrationTest {
                 assertThat(vcpu.msrs(Msr.KERNEL_GS_BASE, Msr.LSTAR)).containsExactly(
                         new Msr(Msr.KERNEL_GS_BASE, 0xffff_8880_1234_5000L), new Msr(Msr.LSTAR, 0xffff_ffff_8100_0040L));
                 assertCountsOn(before, loaded.run(Duration.ofMillis(400)).serial());
+            }
+        }
+    }
+
+    /** A receiver that hangs up mid-stream: the send fails, and the guest runs on at the source untouched. */
+    @Test
+    void aFailedMigrationLeavesTheSourceRunning() throws Exception {
+        Machine.Config config = Machine.Config.of(GuestProgram.COUNTER, Backing.MEMFD, 1).withMemorySize(8L << 20);
+        try (Kvm kvm = Kvm.open(); ServerSocket server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            CompletableFuture<Void> hangUp = CompletableFuture.runAsync(() -> {
+                try (Socket s = server.accept()) {
+                    Migration.agree(new java.io.DataInputStream(s.getInputStream()), new java.io.DataOutputStream(s.getOutputStream()));
+                    s.getInputStream().readNBytes(4096);  // the description, some pages
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            });
+            try (Machine source = Machine.boot(kvm, config);
+                 Socket s = timed(new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort()))) {
+                Machine.Running running = source.start();
+                Thread.sleep(300);
+                assertThatThrownBy(() -> Migration.send(running, s, Migration.Options.defaults()))
+                        .isInstanceOf(java.io.IOException.class);
+                hangUp.get();
+                int ticksAtFailure = ticks(source.serial()).size();
+                Thread.sleep(300);
+                String serial = running.pause().serial();
+                List<Long> all = ticks(serial);
+                assertThat(all.size()).as("it counted on after the failure").isGreaterThan(ticksAtFailure);
+                for (int i = 0; i < all.size(); i++) {
+                    assertThat(all.get(i)).isEqualTo(i + 1L);
+                }
             }
         }
     }
