@@ -373,7 +373,10 @@ public final class Migration {
         return machine.memslots().stream().map(Memslot::binding).toList();
     }
 
-    /** The machine's description: u64 memory size, UTF backing, UTF program, u32 vCPUs. */
+    /**
+     * The machine's description: u64 memory size, UTF backing, UTF program, u32 vCPUs, then
+     * u8 preallocate and u8 hypercalls (how the host serves the guest's requests).
+     */
     private static byte[] describe(Machine.Config config) throws IOException {
         ByteArrayOutputStream bytes = new ByteArrayOutputStream();
         DataOutputStream out = new DataOutputStream(bytes);
@@ -381,6 +384,8 @@ public final class Migration {
         out.writeUTF(config.backing().name());
         out.writeUTF(config.program().name());
         out.writeInt(config.vcpus());
+        out.writeBoolean(config.preallocate());
+        out.writeBoolean(config.hypercalls());
         return bytes.toByteArray();
     }
 
@@ -390,7 +395,10 @@ public final class Migration {
         Backing backing = Backing.valueOf(in.readUTF());
         GuestProgram program = GuestProgram.valueOf(in.readUTF());
         int vcpus = in.readInt();
-        return Machine.Config.of(program, backing, vcpus).withMemorySize(memorySize);
+        boolean preallocate = in.readBoolean();
+        boolean hypercalls = in.readBoolean();
+        return Machine.Config.of(program, backing, vcpus).withMemorySize(memorySize)
+                .withPreallocate(preallocate).withHypercalls(hypercalls);
     }
 
     /**

@@ -86,10 +86,17 @@ class MigrationTest {
         }
     }
 
-    /** {@return what the guest prints once received on {@code server} and run for {@code ms}} */
+    /**
+     * {@return what the guest prints once received on {@code server} and run for {@code ms}}
+     * First it checks that the guest's code, private at the source, is private here too: the
+     * host of the destination is refused it.
+     */
     static CompletableFuture<String> destination(Kvm kvm, ServerSocket server, long ms) {
         return CompletableFuture.supplyAsync(() -> {
             try (Socket s = timed(server.accept()); Machine m = Migration.receive(kvm, s)) {
+                assertThat(m.memory().attribute(GuestLayout.CODE)).isEqualTo(dev.guestmemfd.Attribute.PRIVATE);
+                assertThatThrownBy(() -> m.hostMapping().read(GuestLayout.CODE, 8))
+                        .isInstanceOf(dev.guestmemfd.HostAccessFault.class);
                 return m.run(Duration.ofMillis(ms)).serial();
             } catch (Exception e) {
                 throw new IllegalStateException(e);
@@ -204,6 +211,49 @@ class MigrationTest {
                     assertThat(all.get(i)).isEqualTo(i + 1L);
                 }
             }
+        }
+    }
+
+    /**
+     * The conversions guest moved in the middle of its scenario, by pre-copy: while the first
+     * round travels it converts pages (the library zeroes them), the host writes shared pages
+     * and the guest writes private ones; the destination must have all of it, or the guest's
+     * own checks fail there.
+     */
+    @Test
+    void aGuestMovedInTheMiddleOfItsConversionsFinishesThemAtTheDestination() throws Exception {
+        Machine.Config config = Machine.Config.of(GuestProgram.CONVERSIONS, Backing.MEMFD, 1);
+        try (Kvm kvm = Kvm.open(); ServerSocket server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            CompletableFuture<Machine.Outcome> destination = CompletableFuture.supplyAsync(() -> {
+                try (Socket s = timed(server.accept()); Machine m = Migration.receive(kvm, s)) {
+                    return m.run(Duration.ofSeconds(60));
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            });
+            Migration.Report report;
+            long conversionsDuringPreCopy;
+            try (Machine source = Machine.boot(kvm, config);
+                 Socket s = timed(new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort()))) {
+                Machine.Running running = source.start();
+                Thread.sleep(1000);
+                long before = source.memory().conversions();
+                // Hold the first round until the guest has converted more: its conversions come in
+                // bursts seconds apart on this nested host.
+                report = Migration.send(running, s, Migration.Options.defaults().withRoundListener((round, bytes) -> {
+                    long deadline = System.nanoTime() + Duration.ofSeconds(20).toNanos();
+                    while (round == 0 && source.memory().conversions() == before && System.nanoTime() < deadline) {
+                        sleep(20);
+                    }
+                }));
+                conversionsDuringPreCopy = source.memory().conversions() - before;
+            }
+            assertThat(report.path()).isEqualTo(Migration.Path.PRE_COPY);
+            assertThat(report.source().vcpus().getFirst().how()).as("moved before it finished").isEqualTo("timeout");
+            assertThat(conversionsDuringPreCopy).as("it converted pages while its memory was on the way").isPositive();
+            Machine.Outcome there = destination.get();
+            assertThat(there.vcpus().getFirst().how()).as(there.toString()).isEqualTo("result");
+            assertThat(there.allSucceeded()).as(there.toString()).isTrue();
         }
     }
 }
