@@ -277,6 +277,33 @@ class GmemIT {
         assertThat(rounds.getLast()).isLessThan(rounds.getFirst());
     }
 
+    /** Two terminals: one listens, the other sends its guest there; the count carries on across them. */
+    @Test
+    void aGuestMovesBetweenAListeningAndASendingGmem() throws Exception {
+        assumeTrue(kvm(), "migration needs /dev/kvm, which this host lacks");
+        ProcessBuilder pb = new ProcessBuilder(ROOT.resolve("gmem").toString(), "migrate", "--listen", "0", "--json")
+                .directory(ROOT.toFile()).redirectError(ProcessBuilder.Redirect.INHERIT);
+        pb.environment().put("GMEM_SKIP_BUILD", "1");
+        Process listener = pb.start();
+        try {
+            java.io.BufferedReader lines = new java.io.BufferedReader(
+                    new java.io.InputStreamReader(listener.getInputStream(), StandardCharsets.UTF_8));
+            String first = lines.readLine();
+            assertThat(first).startsWith("listening on 127.0.0.1:");
+            Result sent = gmem(null, "migrate", "--to", first.substring("listening on ".length()), "--json", "--backing", "memfd");
+            assertThat(sent.status()).as(sent.err()).isZero();
+            Map<String, Object> source = json(sent.out());
+            assertThat(source.get("path")).isEqualTo("pre-copy");
+            String rest = lines.lines().collect(java.util.stream.Collectors.joining("\n"));
+            assertThat(listener.waitFor(120, TimeUnit.SECONDS)).isTrue();
+            assertThat(listener.exitValue()).isZero();
+            Map<String, Object> destination = json(rest);
+            assertThat(destination.get("firstTick")).isEqualTo((Long) source.get("lastTickAtSource") + 1);
+        } finally {
+            listener.destroyForcibly();
+        }
+    }
+
     @Test
     void aSnapshotFileRestoresAndTheGuestCountsOnButNotWhenAlteredOrWithAnotherKey(@TempDir Path dir) throws Exception {
         assumeTrue(kvm(), "snapshot runs a guest and needs /dev/kvm, which this host lacks");
