@@ -906,9 +906,15 @@ public final class GuestMemory implements AutoCloseable {
      * punches, conversions, populates, host writes, and every page under a live lease or pin.
      * A migration drains it each round, alongside KVM's dirty log for the guest's own writes.
      *
-     * @throws GuestMemoryException {@code EBADF} when closed
+     * @throws GuestMemoryException {@code EBADF} when closed; {@code EFBIG} for a file of more
+     *                              than 2^31 - 1 pages
      */
     public ChangeLog trackChanges() {
+        if (pages > Integer.MAX_VALUE) {
+            // Checked here, not when a change is marked: a mark must never fail half-way through a conversion.
+            throw new GuestMemoryException("EFBIG", "trackChanges()", "a change log indexes pages with an int: files up to "
+                    + Integer.MAX_VALUE + " pages (8 TiB)", -1);
+        }
         lock.lock();
         try {
             ensureOpen("trackChanges()");

@@ -393,6 +393,9 @@ public final class Snapshot {
             if (fileSize != memory.size()) {
                 throw new GuestMemoryException("EINVAL", op, "the stream is of a " + fileSize + "-byte file", -1);
             }
+            if (fileSize / GuestMemory.PAGE_SIZE > Integer.MAX_VALUE) {
+                throw new GuestMemoryException("EFBIG", op, "restore tracks written pages with an int index: files up to 8 TiB", -1);
+            }
             List<PageRun> before = memory.pageRuns();
             if (before.stream().anyMatch(PageRun::allocated)) {
                 throw new GuestMemoryException("EINVAL", op, "the target file already holds memory", -1);

@@ -248,7 +248,10 @@ class GuestMemoryModelTest {
             model.maps.add(new long[] {0, SIZE + 2L * PAGE});
             List<dev.guestmemfd.Lease> leases = new ArrayList<>();
             List<dev.guestmemfd.Pin> pins = new ArrayList<>();
+            ChangeLog changes = memory.trackChanges();
             for (Op op : ops) {
+                boolean[] privateBefore = model.privatePage.clone();
+                byte[] bytesBefore = model.bytes.clone();
                 switch (op) {
                     case Allocate a -> expect(model.allocate(a.offset(), a.length()), () -> memory.allocate(a.offset(), a.length()), op);
                     case Punch p -> {
@@ -342,6 +345,9 @@ class GuestMemoryModelTest {
                     }
                 }
                 checkState(memory, model, leases, op);
+                if (!model.closed) {
+                    checkChangeLog(changes.drain(), privateBefore, bytesBefore, model, op);
+                }
             }
         } finally {
             afterTry();
@@ -357,6 +363,17 @@ class GuestMemoryModelTest {
                 throw new AssertionError(op + ": expected " + errno + " but it succeeded");
             } catch (GuestMemoryException e) {
                 assertThat(e.errno()).as("%s: %s", op, e.getMessage()).isEqualTo(errno);
+            }
+        }
+    }
+
+    /** A migration resends what the change log names: every page whose attribute or bytes changed must be in it. */
+    static void checkChangeLog(java.util.BitSet drained, boolean[] privateBefore, byte[] bytesBefore, Model model, Op op) {
+        for (int p = 0; p < PAGES; p++) {
+            boolean changed = privateBefore[p] != model.privatePage[p]
+                    || !Arrays.equals(bytesBefore, p * PAGE, (p + 1) * PAGE, model.bytes, p * PAGE, (p + 1) * PAGE);
+            if (changed) {
+                assertThat(drained.get(p)).as("page %d changed by %s but the change log misses it", p, op).isTrue();
             }
         }
     }

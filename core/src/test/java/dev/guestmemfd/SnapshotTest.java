@@ -194,4 +194,14 @@ class SnapshotTest {
             assertErrno(log::drain, "EBADF");
         }
     }
+
+    /** Page indexes in a change log are ints: a larger file is refused up front, never half-way through a change. */
+    @Test
+    void aChangeLogOfAFileBeyond8TiBIsRefusedUpFront() {
+        try (GuestMemory huge = GuestMemory.create(16L << 40, Flag.INIT_SHARED.bit(), Backing.MEMFD)) {
+            assertErrno(huge::trackChanges, "EFBIG");
+            huge.convert((16L << 40) - PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+            assertThat(huge.attribute((16L << 40) - PAGE)).isEqualTo(Attribute.PRIVATE);
+        }
+    }
 }
