@@ -250,8 +250,10 @@ public final class Snapshot {
                 MemorySegment into = MemorySegment.ofArray(buffer).asSlice(0, length);
                 boolean sealed = run.attribute() == Attribute.PRIVATE;
                 if (!sealed && !memory.copyIfShared(pages, at, into)) {
-                    // Converted to private since the runs were read: its bytes must not travel
-                    // in the clear. The conversion is in the change log; the next round sends it.
+                    // A page of it was converted to private since the runs were read: its bytes
+                    // must not travel in the clear (the conversion is in the change log, so the
+                    // next round sends it sealed), but the pages around it still must go now.
+                    writeSharedPageByPage(owner, at, length);
                     at += length;
                     continue;
                 }
@@ -271,6 +273,24 @@ public final class Snapshot {
                 pageBytes += length;
                 at += length;
             }
+        }
+
+        /** Writes each page of {@code [at, at + length)} that is shared now, one record each. */
+        private void writeSharedPageByPage(Binding owner, long at, int length) throws IOException {
+            int page = (int) GuestMemory.PAGE_SIZE;
+            MemorySegment into = MemorySegment.ofArray(buffer).asSlice(0, page);
+            for (long p = at; p < at + length; p += page) {
+                if (!memory.copyIfShared(owner.pages().asSlice(p - owner.offset(), page), p, into)) {
+                    continue;
+                }
+                data.writeByte(SHARED);
+                data.writeLong(p);
+                data.writeInt(page);
+                data.write(buffer, 0, page);
+                records++;
+                pageBytes += page;
+            }
+            Arrays.fill(buffer, 0, page, (byte) 0);
         }
 
         /** {@return the page bytes written so far} */

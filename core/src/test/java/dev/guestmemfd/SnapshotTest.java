@@ -204,4 +204,52 @@ class SnapshotTest {
             assertThat(huge.attribute((16L << 40) - PAGE)).isEqualTo(Attribute.PRIVATE);
         }
     }
+
+    /**
+     * A page converted to private while a round is being written (here: by the stream itself,
+     * between two records of one shared run) is left for the next round, sealed; the shared
+     * pages around it still go in this round, not one is lost.
+     */
+    @Test
+    void aPageConvertedWhileARoundIsWrittenIsLeftForTheNextAndItsNeighboursStillGo() throws Exception {
+        SecretKey key = key();
+        long runPages = 2L * Snapshot.CHUNK / PAGE;  // a shared run of two records
+        long size = runPages * PAGE;
+        java.io.ByteArrayOutputStream out = new java.io.ByteArrayOutputStream();
+        try (GuestMemory source = GuestMemory.create(size, FLAGS, Backing.MEMFD); ChangeLog changes = source.trackChanges()) {
+            Binding owner = source.bind(new Owner() { }, 0, size);
+            for (long p = 0; p < runPages; p++) {
+                owner.pages().asSlice(p * PAGE, PAGE).fill((byte) (p + 1));
+            }
+            long converted = Snapshot.CHUNK + 3 * PAGE;  // in the run's second record
+            java.io.OutputStream converting = new java.io.FilterOutputStream(out) {
+                private long written;
+
+                @Override
+                public void write(byte[] b, int off, int len) throws java.io.IOException {
+                    out.write(b, off, len);
+                    written += len;
+                    if (written > Snapshot.CHUNK && source.attribute(converted) == Attribute.SHARED) {
+                        source.convert(converted, PAGE, Attribute.PRIVATE, Content.PRESERVE);
+                    }
+                }
+            };
+            Snapshot.Writer writer = Snapshot.writer(java.util.List.of(owner), key, converting);
+            changes.drain();
+            writer.writeAll();
+            assertThat(source.attribute(converted)).as("converted mid-round").isEqualTo(Attribute.PRIVATE);
+            assertThat(indexOf(out.toByteArray(), (byte) (converted / PAGE + 1), (int) PAGE))
+                    .as("the converted page's bytes are not in the clear").isLessThan(0);
+            writer.writePages(changes.drain());
+            writer.finish();
+        }
+        try (GuestMemory target = GuestMemory.create(size, FLAGS, Backing.MEMFD)) {
+            Binding owner = target.bind(new Owner() { }, 0, size);
+            Snapshot.restore(owner, key, new ByteArrayInputStream(out.toByteArray()), new Snapshot.ReplayGuard());
+            for (long p = 0; p < runPages; p++) {
+                assertThat(owner.pages().asSlice(p * PAGE, PAGE).toArray(JAVA_BYTE)).as("page %d", p).containsOnly((byte) (p + 1));
+            }
+            assertThat(target.attribute(Snapshot.CHUNK + 3 * PAGE)).isEqualTo(Attribute.PRIVATE);
+        }
+    }
 }
