@@ -103,16 +103,7 @@ final class MigrateCommand implements Callable<Integer> {
         List<Long> sourceTicks = ticks(before);
         List<Long> all = ticks(before + destination);
         boolean continued = status == 0 && all.size() > sourceTicks.size() && consecutive(all);
-        Map<String, Object> out = new LinkedHashMap<>();
-        out.put("backing", GuestOptions.name(config.backing()));
-        out.put("path", report.path().name().toLowerCase(Locale.ROOT).replace('_', '-'));
-        out.put("why", report.why());
-        out.put("downtimeMs", report.pausedToRestoredNs() / 1e6);
-        out.put("totalMs", report.totalNs() / 1e6);
-        out.put("bytesSent", report.bytesSent());
-        out.put("memoryBytes", report.memoryBytes());
-        out.put("allocatedBytes", allocated);
-        out.put("roundBytes", report.roundBytes());
+        Map<String, Object> out = reportJson(config, sent);
         out.put("guestContinued", continued);
         out.put("lastTickAtSource", sourceTicks.isEmpty() ? 0 : sourceTicks.getLast());
         out.put("lastTickAtDestination", all.isEmpty() ? 0 : all.getLast());
@@ -132,6 +123,22 @@ final class MigrateCommand implements Callable<Integer> {
     }
 
     private record Sent(Migration.Report report, long allocated) { }
+
+    /** {@return what the source knows of a migration, as JSON fields} */
+    private static Map<String, Object> reportJson(Machine.Config config, Sent sent) {
+        Migration.Report report = sent.report();
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("backing", GuestOptions.name(config.backing()));
+        out.put("path", report.path().name().toLowerCase(Locale.ROOT).replace('_', '-'));
+        out.put("why", report.why());
+        out.put("downtimeMs", report.pausedToRestoredNs() / 1e6);
+        out.put("totalMs", report.totalNs() / 1e6);
+        out.put("bytesSent", report.bytesSent());
+        out.put("memoryBytes", report.memoryBytes());
+        out.put("allocatedBytes", sent.allocated());
+        out.put("roundBytes", report.roundBytes());
+        return out;
+    }
 
     /** Boots the counting guest, fills its share, runs it a while and moves it through {@code socket}. */
     private Sent send(Machine.Config config, Socket socket) throws Exception {
@@ -161,16 +168,7 @@ final class MigrateCommand implements Callable<Integer> {
         }
         Migration.Report report = sent.report();
         List<Long> ticks = ticks(report.source().serial());
-        Map<String, Object> out = new LinkedHashMap<>();
-        out.put("backing", GuestOptions.name(config.backing()));
-        out.put("path", report.path().name().toLowerCase(Locale.ROOT).replace('_', '-'));
-        out.put("why", report.why());
-        out.put("downtimeMs", report.pausedToRestoredNs() / 1e6);
-        out.put("totalMs", report.totalNs() / 1e6);
-        out.put("bytesSent", report.bytesSent());
-        out.put("memoryBytes", report.memoryBytes());
-        out.put("allocatedBytes", sent.allocated());
-        out.put("roundBytes", report.roundBytes());
+        Map<String, Object> out = reportJson(config, sent);
         out.put("lastTickAtSource", ticks.isEmpty() ? 0 : ticks.getLast());
         if (json) {
             System.out.println(Json.write(out));
