@@ -32,7 +32,10 @@ public final class Machine implements AutoCloseable {
     public static final int PORT_DOORBELL = 0x510;
     public static final int PORT_RESULT = 0x511;
     public static final int PORT_FAIL = 0x512;
-    /** The counter guest's tick: printed on the serial output as {@code tick XXXXXXXX}. */
+    /**
+     * The counter guest's tick: printed on the serial output as {@code tick XXXXXXXX}, or
+     * {@code vcpu N tick XXXXXXXX} on a machine of several vCPUs.
+     */
     public static final int PORT_TICK = 0x513;
 
     public static final int CMD_CONVERT = 1;
@@ -337,7 +340,9 @@ public final class Machine implements AutoCloseable {
             switch (exit) {
                 case VmExit.Io io when io.port() == PORT_SERIAL && io.out() -> serial.append((char) (io.data() & 0xff));
                 case VmExit.Io io when io.port() == PORT_TICK && io.out() ->
-                        serial.append(String.format(java.util.Locale.ROOT, "tick %08x%n", io.data()));
+                        // With several vCPUs each counts on its own: say whose tick it is.
+                        serial.append(String.format(java.util.Locale.ROOT, vcpus.size() > 1 ? "vcpu %2$d tick %1$08x%n" : "tick %08x%n",
+                                io.data(), vcpu.id()));
                 case VmExit.Io io when io.port() == PORT_DOORBELL && !io.out() -> {
                     Registers r = vcpu.registers();
                     long answer = doorbell(r);

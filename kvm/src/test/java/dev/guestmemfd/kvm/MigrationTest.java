@@ -256,4 +256,31 @@ class MigrationTest {
             assertThat(there.allSucceeded()).as(there.toString()).isTrue();
         }
     }
+
+    /** Two vCPUs, each counting in its own region: both carry on, each from its own count. */
+    @Test
+    void aGuestOfTwoVcpusMovesAndEachCountsOn() throws Exception {
+        Machine.Config config = Machine.Config.of(GuestProgram.COUNTER, Backing.MEMFD, 2);
+        try (Kvm kvm = Kvm.open(); ServerSocket server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            CompletableFuture<String> destination = destination(kvm, server, 700);
+            Migration.Report report;
+            try (Machine source = Machine.boot(kvm, config);
+                 Socket s = timed(new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort()))) {
+                Machine.Running running = source.start();
+                Thread.sleep(500);
+                report = Migration.send(running, s, Migration.Options.defaults());
+            }
+            String after = destination.get();
+            for (int vcpu = 0; vcpu < 2; vcpu++) {
+                assertCountsOn(only(report.source().serial(), vcpu), only(after, vcpu));
+            }
+        }
+    }
+
+    /** {@return the lines of vCPU {@code id}'s ticks, without the prefix} */
+    static String only(String serial, int id) {
+        StringBuilder out = new StringBuilder();
+        serial.lines().filter(l -> l.startsWith("vcpu " + id + " ")).forEach(l -> out.append(l.substring(7)).append('\n'));
+        return out.toString();
+    }
 }
