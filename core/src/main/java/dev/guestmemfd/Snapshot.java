@@ -9,6 +9,8 @@ import java.io.OutputStream;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.ValueLayout;
 import java.nio.ByteBuffer;
+import java.security.DigestInputStream;
+import java.security.DigestOutputStream;
 import java.security.GeneralSecurityException;
 import java.security.MessageDigest;
 import java.security.SecureRandom;
@@ -64,8 +66,7 @@ public final class Snapshot {
     /**
      * Bytes of one page record at most: large runs travel in pieces so a record never needs
      * much heap. 64 KiB rather than 1 MiB: in a fresh JVM, AES-GCM gets its compiled intrinsic
-     * only after enough calls, and small records get there sooner (four times faster over the
-     * first 256 MiB of private pages here; the same once warm).
+     * only after enough calls, and smaller records make more calls for the same bytes.
      */
     static final int CHUNK = 1 << 16;
     /** Owner state records at most: a VM's vCPUs are a few KiB each. */
@@ -176,7 +177,7 @@ public final class Snapshot {
             requireWhole(owners, "snapshot");
             this.key = key;
             this.raw = out;
-            this.data = new DataOutputStream(new DigestingStream(out, digest));
+            this.data = new DataOutputStream(new DigestOutputStream(out, digest));
             this.buffer = new byte[(int) Math.min(CHUNK, memory.size())];
             new SecureRandom().nextBytes(streamId);
             data.write(MAGIC);
@@ -265,10 +266,10 @@ public final class Snapshot {
                 data.writeInt(length);
                 if (sealed) {
                     data.write(seal(key, streamId, records, PRIVATE, at, buffer, length));
+                    Arrays.fill(buffer, 0, length, (byte) 0);  // private bytes do not linger on the heap
                 } else {
                     data.write(buffer, 0, length);
                 }
-                Arrays.fill(buffer, 0, length, (byte) 0);
                 records++;
                 pageBytes += length;
                 at += length;
@@ -290,7 +291,6 @@ public final class Snapshot {
                 records++;
                 pageBytes += page;
             }
-            Arrays.fill(buffer, 0, page, (byte) 0);
         }
 
         /** {@return the page bytes written so far} */
@@ -337,7 +337,7 @@ public final class Snapshot {
             this.key = key;
             this.raw = in;
             this.replays = replays;
-            this.data = new DataInputStream(new DigestingInput(in, digest));
+            this.data = new DataInputStream(new DigestInputStream(in, digest));
             try {
                 byte[] magic = new byte[MAGIC.length];
                 data.readFully(magic);
@@ -479,7 +479,9 @@ public final class Snapshot {
                 memory.convert(offset, length, kind == PRIVATE ? Attribute.PRIVATE : Attribute.SHARED, Content.PRESERVE);
                 MemorySegment.copy(MemorySegment.ofArray(plain), 0, owner.pages(), offset - owner.offset(), length);
                 written.set((int) (offset / GuestMemory.PAGE_SIZE), (int) ((offset + length) / GuestMemory.PAGE_SIZE));
-                Arrays.fill(plain, 0, length, (byte) 0);
+                if (kind == PRIVATE) {
+                    Arrays.fill(plain, (byte) 0);  // private bytes do not linger on the heap
+                }
                 records++;
             }
         }
@@ -586,56 +588,6 @@ public final class Snapshot {
             return MessageDigest.getInstance("SHA-256");
         } catch (java.security.NoSuchAlgorithmException e) {
             throw new IllegalStateException("every JDK has SHA-256", e);
-        }
-    }
-
-    /** Passes bytes through and into a digest. */
-    private static final class DigestingStream extends java.io.FilterOutputStream {
-        private final MessageDigest digest;
-
-        DigestingStream(OutputStream out, MessageDigest digest) {
-            super(out);
-            this.digest = digest;
-        }
-
-        @Override
-        public void write(int b) throws IOException {
-            out.write(b);
-            digest.update((byte) b);
-        }
-
-        @Override
-        public void write(byte[] b, int off, int len) throws IOException {
-            out.write(b, off, len);
-            digest.update(b, off, len);
-        }
-    }
-
-    /** Reads bytes through a digest. */
-    private static final class DigestingInput extends java.io.FilterInputStream {
-        private final MessageDigest digest;
-
-        DigestingInput(InputStream in, MessageDigest digest) {
-            super(in);
-            this.digest = digest;
-        }
-
-        @Override
-        public int read() throws IOException {
-            int b = in.read();
-            if (b >= 0) {
-                digest.update((byte) b);
-            }
-            return b;
-        }
-
-        @Override
-        public int read(byte[] b, int off, int len) throws IOException {
-            int n = in.read(b, off, len);
-            if (n > 0) {
-                digest.update(b, off, n);
-            }
-            return n;
         }
     }
 }
