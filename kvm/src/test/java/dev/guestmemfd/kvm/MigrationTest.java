@@ -57,18 +57,13 @@ class MigrationTest {
         Machine.Config config = Machine.Config.of(GuestProgram.COUNTER, backing, 1).withMemorySize(8L << 20);
         try (Kvm kvm = Kvm.open(); ServerSocket server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
             CompletableFuture<String> destination = destination(kvm, server, 700);
-            Migration.Report report;
-            try (Machine source = Machine.boot(kvm, config);
-                 Socket s = timed(new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort()))) {
-                Machine.Running running = source.start();
-                Thread.sleep(500);
-                // The guest ticks (and writes its count) while the first round is on its way.
-                report = Migration.send(running, s, Migration.Options.defaults().withRoundListener((round, bytes) -> {
-                    if (round == 0) {
-                        sleep(200);
-                    }
-                }));
-            }
+            // The guest ticks (and writes its count) while the first round is on its way.
+            Migration.Report report = runThenSend(kvm, server, config, 500,
+                    Migration.Options.defaults().withRoundListener((round, bytes) -> {
+                        if (round == 0) {
+                            sleep(200);
+                        }
+                    }));
             assertCountsOn(report.source().serial(), destination.get());
             if (backing == Backing.KERNEL) {
                 assertThat(report.path()).isEqualTo(Migration.Path.STOP_AND_COPY);
@@ -104,6 +99,17 @@ class MigrationTest {
         });
     }
 
+    /** Boots {@code config}, lets it run {@code runMs}, then migrates it, running, to {@code server}. */
+    static Migration.Report runThenSend(Kvm kvm, ServerSocket server, Machine.Config config, long runMs,
+                                        Migration.Options options) throws Exception {
+        try (Machine source = Machine.boot(kvm, config);
+             Socket s = timed(new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort()))) {
+            Machine.Running running = source.start();
+            Thread.sleep(runMs);
+            return Migration.send(running, s, options);
+        }
+    }
+
     /** {@return the socket, whose reads give up after a minute: a stuck migration fails the test} */
     static Socket timed(Socket s) throws java.net.SocketException {
         s.setSoTimeout(60_000);
@@ -128,15 +134,10 @@ class MigrationTest {
         Machine.Config config = Machine.Config.of(GuestProgram.COUNTER, Backing.MEMFD, 1).withMemorySize(8L << 20);
         try (Kvm kvm = Kvm.open(); ServerSocket server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
             CompletableFuture<String> destination = destination(kvm, server, 500);
-            try (Machine source = Machine.boot(kvm, config);
-                 Socket s = timed(new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort()))) {
-                Machine.Running running = source.start();
-                Thread.sleep(300);
-                Migration.Report report = Migration.send(running, s, Migration.Options.defaults().withPreCopy(false));
-                assertThat(report.path()).isEqualTo(Migration.Path.STOP_AND_COPY);
-                assertThat(report.roundBytes()).hasSize(1);
-                assertCountsOn(report.source().serial(), destination.get());
-            }
+            Migration.Report report = runThenSend(kvm, server, config, 300, Migration.Options.defaults().withPreCopy(false));
+            assertThat(report.path()).isEqualTo(Migration.Path.STOP_AND_COPY);
+            assertThat(report.roundBytes()).hasSize(1);
+            assertCountsOn(report.source().serial(), destination.get());
         }
     }
 
@@ -263,13 +264,7 @@ class MigrationTest {
         Machine.Config config = Machine.Config.of(GuestProgram.COUNTER, Backing.MEMFD, 2);
         try (Kvm kvm = Kvm.open(); ServerSocket server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
             CompletableFuture<String> destination = destination(kvm, server, 700);
-            Migration.Report report;
-            try (Machine source = Machine.boot(kvm, config);
-                 Socket s = timed(new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort()))) {
-                Machine.Running running = source.start();
-                Thread.sleep(500);
-                report = Migration.send(running, s, Migration.Options.defaults());
-            }
+            Migration.Report report = runThenSend(kvm, server, config, 500, Migration.Options.defaults());
             String after = destination.get();
             for (int vcpu = 0; vcpu < 2; vcpu++) {
                 assertCountsOn(only(report.source().serial(), vcpu), only(after, vcpu));
