@@ -72,7 +72,7 @@ final class GuestOptions {
         try (ProgressBar bar = ProgressBar.onTerminal("filling ", bytes)) {
             for (long at = start; at < memory; at += chunk.length) {
                 random.nextBytes(chunk);
-                host.write(at, java.util.Arrays.copyOf(chunk, (int) Math.min(chunk.length, memory - at)));
+                host.write(at, java.lang.foreign.MemorySegment.ofArray(chunk).asSlice(0, Math.min(chunk.length, memory - at)));
                 bar.update(at + chunk.length - start);
             }
         }
