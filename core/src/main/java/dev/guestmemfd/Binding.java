@@ -67,11 +67,11 @@ public final class Binding implements AutoCloseable {
         long rounded = (source.byteSize() + GuestMemory.PAGE_SIZE - 1) / GuestMemory.PAGE_SIZE * GuestMemory.PAGE_SIZE;
         String op = "populate(offset=" + at + ", len=" + source.byteSize() + ")";
         if (at % GuestMemory.PAGE_SIZE != 0 || at < offset || rounded == 0 || at - offset > length - rounded) {
-            throw new GuestMemoryException("EINVAL", op, "pages must be aligned and inside the binding", -1);
+            throw new GuestMemoryException(Errno.EINVAL, op, "pages must be aligned and inside the binding", -1);
         }
         memory.locked(op, () -> {
             if (!memory.allPrivate(at, rounded)) {
-                throw new GuestMemoryException("EINVAL", op, "populate writes private pages only; convert first", -1);
+                throw new GuestMemoryException(Errno.EINVAL, op, "populate writes private pages only; convert first", -1);
             }
             MemorySegment target = pages.asSlice(at - offset, rounded);
             target.copyFrom(source);
@@ -81,7 +81,7 @@ public final class Binding implements AutoCloseable {
                 owner.populate(this, at, rounded);
             } catch (OwnerRefusal refusal) {
                 target.fill((byte) 0);
-                throw new GuestMemoryException("EPERM", op, "owner refused page at offset " + refusal.offset()
+                throw new GuestMemoryException(Errno.EPERM, op, "owner refused page at offset " + refusal.offset()
                         + ": " + refusal.getMessage(), refusal.offset());
             }
             if (digest != null) {

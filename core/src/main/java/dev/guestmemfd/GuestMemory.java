@@ -5,7 +5,7 @@ import dev.guestmemfd.internal.Events;
 import dev.guestmemfd.internal.PageBits;
 import dev.guestmemfd.internal.RunMap;
 import dev.guestmemfd.linux.Fd;
-import dev.guestmemfd.linux.KvmUapi;
+import dev.guestmemfd.linux.KvmDevice;
 import dev.guestmemfd.linux.LinuxException;
 import dev.guestmemfd.linux.Mman;
 import java.lang.foreign.Arena;
@@ -104,20 +104,20 @@ public final class GuestMemory implements AutoCloseable {
     public static GuestMemory create(long size, long flags, Backing backing) {
         String op = "create(size=" + size + ", flags=0x" + Long.toHexString(flags) + ", backing=" + backing + ")";
         if (size <= 0 || size % PAGE_SIZE != 0) {
-            throw new GuestMemoryException("EINVAL", op, "size must be a positive multiple of " + PAGE_SIZE, -1);
+            throw new GuestMemoryException(Errno.EINVAL, op, "size must be a positive multiple of " + PAGE_SIZE, -1);
         }
         if ((flags & ~Flag.KNOWN_BITS) != 0) {
-            throw new GuestMemoryException("EINVAL", op, "unknown flag bits 0x" + Long.toHexString(flags & ~Flag.KNOWN_BITS), -1);
+            throw new GuestMemoryException(Errno.EINVAL, op, "unknown flag bits 0x" + Long.toHexString(flags & ~Flag.KNOWN_BITS), -1);
         }
         if ((flags & Flag.NO_DIRECT_MAP.bit()) != 0 && backing != Backing.SECRET) {
-            throw new GuestMemoryException("EINVAL", op, "NO_DIRECT_MAP needs the SECRET backing; " + backing
+            throw new GuestMemoryException(Errno.EINVAL, op, "NO_DIRECT_MAP needs the SECRET backing; " + backing
                     + " pages stay in the kernel's direct map", -1);
         }
         try {
             BackingFile file = switch (backing) {
                 case MEMFD -> new BackingFile.Memfd(size);
-                case SECRET -> new BackingFile.Secret(size);
-                case KERNEL -> kernelFile(size, -1);
+                case SECRET -> secretFile(size);
+                case KERNEL -> kernelFile(size);
             };
             return new GuestMemory(file, backing, Flag.of(flags));
         } catch (LinuxException e) {
@@ -135,52 +135,43 @@ public final class GuestMemory implements AutoCloseable {
     public static GuestMemory createOnVm(long size, long flags, int vmFd) {
         String op = "createOnVm(size=" + size + ", flags=0x" + Long.toHexString(flags) + ", vm=" + vmFd + ")";
         if (size <= 0 || size % PAGE_SIZE != 0) {
-            throw new GuestMemoryException("EINVAL", op, "size must be a positive multiple of " + PAGE_SIZE, -1);
+            throw new GuestMemoryException(Errno.EINVAL, op, "size must be a positive multiple of " + PAGE_SIZE, -1);
         }
         if ((flags & ~(Flag.MMAP.bit() | Flag.INIT_SHARED.bit())) != 0) {
-            throw new GuestMemoryException("EINVAL", op, "the kernel's guest_memfd takes only MMAP and INIT_SHARED here", -1);
+            throw new GuestMemoryException(Errno.EINVAL, op, "the kernel's guest_memfd takes only MMAP and INIT_SHARED here", -1);
         }
         try {
-            return new GuestMemory(kernelFile(size, vmFd), Backing.KERNEL, Flag.of(flags));
+            return new GuestMemory(BackingFile.KernelGuestMemfd.create(size, vmFd), Backing.KERNEL, Flag.of(flags));
         } catch (LinuxException e) {
             throw fromKernel(op, e);
         }
     }
 
-    private static BackingFile kernelFile(long size, int vmFd) {
-        int ownVm = -1;
-        if (vmFd < 0) {
-            int kvm;
-            try {
-                kvm = Fd.open("/dev/kvm", Fd.O_RDWR | Fd.O_CLOEXEC);
-            } catch (LinuxException e) {
-                throw new LinuxException(dev.guestmemfd.linux.Errno.ENODEV.number(),
-                        "open(/dev/kvm) for the KERNEL backing failed with " + e.errnoName());
-            }
-            try {
-                ownVm = dev.guestmemfd.linux.Ioctl.ioctl(kvm, KvmUapi.KVM_CREATE_VM, 0);
-            } finally {
-                Fd.close(kvm);
-            }
-            vmFd = ownVm;
-        }
-        try (Arena arena = Arena.ofConfined()) {
-            // The library maps every page itself and enforces private access, so the kernel's
-            // file is created host-mappable and shared whatever the caller's flags say.
-            MemorySegment args = new KvmUapi.GuestMemfdCreate(size,
-                    KvmUapi.GUEST_MEMFD_FLAG_MMAP | KvmUapi.GUEST_MEMFD_FLAG_INIT_SHARED).toSegment(arena);
-            int fd = dev.guestmemfd.linux.Ioctl.ioctl(vmFd, KvmUapi.KVM_CREATE_GUEST_MEMFD, args);
-            return new BackingFile.KernelGuestMemfd(fd, size, ownVm);
+    /** A memfd_secret; ENODEV where the kernel has none (it answers ENOSYS). */
+    private static BackingFile secretFile(long size) {
+        try {
+            return new BackingFile.Secret(size);
         } catch (LinuxException e) {
-            if (ownVm >= 0) {
-                Fd.close(ownVm);
+            if (e.is(dev.guestmemfd.linux.Errno.ENOSYS)) {
+                throw new LinuxException(dev.guestmemfd.linux.Errno.ENODEV.number(),
+                        "the SECRET backing needs memfd_secret, which this kernel lacks (" + e.getMessage() + ")");
             }
             throw e;
         }
     }
 
+    /** A file of the kernel's guest_memfd on a VM of its own; ENODEV, with the reason, where the host has none. */
+    private static BackingFile kernelFile(long size) {
+        var missing = KvmDevice.unavailableReason();
+        if (missing.isPresent()) {
+            throw new LinuxException(dev.guestmemfd.linux.Errno.ENODEV.number(), "the KERNEL backing needs /dev/kvm: " + missing.get());
+        }
+        return BackingFile.KernelGuestMemfd.create(size, -1);
+    }
+
     static GuestMemoryException fromKernel(String op, LinuxException e) {
-        return new GuestMemoryException(e.errnoName(), op, "the kernel refused: " + e.call(), e);
+        // The kernel's exception type is not exported: its errno and call travel, not the object.
+        return new GuestMemoryException(Errno.of(e.errno()), op, "the kernel refused: " + e.call(), -1);
     }
 
     /** {@return the size in bytes} */
@@ -241,17 +232,17 @@ public final class GuestMemory implements AutoCloseable {
         String op = "fallocate(mode=0x" + Integer.toHexString(mode) + ", offset=" + offset + ", len=" + length + ")";
         ensureOpen(op);
         if (offset < 0 || length <= 0) {
-            throw new GuestMemoryException("EINVAL", op, "offset must be >= 0 and length > 0", -1);
+            throw new GuestMemoryException(Errno.EINVAL, op, "offset must be >= 0 and length > 0", -1);
         }
         if ((mode & ~(KEEP_SIZE | PUNCH_HOLE)) != 0 || (mode & KEEP_SIZE) == 0) {
-            throw new GuestMemoryException("EOPNOTSUPP", op, "mode must be KEEP_SIZE, optionally with PUNCH_HOLE", -1);
+            throw new GuestMemoryException(Errno.EOPNOTSUPP, op, "mode must be KEEP_SIZE, optionally with PUNCH_HOLE", -1);
         }
         if (offset % PAGE_SIZE != 0 || length % PAGE_SIZE != 0) {
-            throw new GuestMemoryException("EINVAL", op, "offset and length must be page aligned", -1);
+            throw new GuestMemoryException(Errno.EINVAL, op, "offset and length must be page aligned", -1);
         }
         boolean punch = (mode & PUNCH_HOLE) != 0;
         if (!punch && (offset > size || length > size - offset)) {
-            throw new GuestMemoryException("EINVAL", op, "allocation past the end of the " + size + "-byte file", -1);
+            throw new GuestMemoryException(Errno.EINVAL, op, "allocation past the end of the " + size + "-byte file", -1);
         }
         Events.RangeEvent event = punch ? new Events.Punch() : new Events.Allocate();
         event.offset = offset;
@@ -377,7 +368,7 @@ public final class GuestMemory implements AutoCloseable {
             event.result = e.errnoName();
             throw fromKernel(op, e);
         } catch (GuestMemoryException e) {
-            event.result = e.errno();
+            event.result = e.errno().name();
             throw e;
         } finally {
             lock.unlock();
@@ -393,7 +384,7 @@ public final class GuestMemory implements AutoCloseable {
         }
         if (pinned != null) {
             long at = Math.max(offset, pinned.offset());
-            throw new GuestMemoryException("EAGAIN", op, "page at offset " + at + " is still pinned after "
+            throw new GuestMemoryException(Errno.EAGAIN, op, "page at offset " + at + " is still pinned after "
                     + pinWait.toMillis() + " ms", at);
         }
     }
@@ -425,7 +416,7 @@ public final class GuestMemory implements AutoCloseable {
         try {
             revokeLeasesOver(op, offset, length, event);
         } catch (GuestMemoryException e) {
-            event.result = e.errno();
+            event.result = e.errno().name();
             throw e;
         } finally {
             if (event.leases > 0 || !event.result.equals("ok")) {
@@ -439,7 +430,7 @@ public final class GuestMemory implements AutoCloseable {
             Lease lease = it.next();
             if (overlaps(lease.fileOffset(), lease.length(), offset, length)) {
                 if (!lease.revoke()) {
-                    throw new GuestMemoryException("EAGAIN", op, "a segment over offset " + lease.fileOffset()
+                    throw new GuestMemoryException(Errno.EAGAIN, op, "a segment over offset " + lease.fileOffset()
                             + " is in use by a native call and cannot be revoked now", lease.fileOffset());
                 }
                 it.remove();
@@ -473,7 +464,7 @@ public final class GuestMemory implements AutoCloseable {
                         long[] r = (long[]) done.get(i)[1];
                         ((Binding) done.get(i)[0]).rollback(r[0], r[1], toPrivate);
                     }
-                    throw new GuestMemoryException("EPERM", op, "owner refused page at offset " + refusal.offset()
+                    throw new GuestMemoryException(Errno.EPERM, op, "owner refused page at offset " + refusal.offset()
                             + ": " + refusal.getMessage(), refusal.offset());
                 }
             }
@@ -507,13 +498,13 @@ public final class GuestMemory implements AutoCloseable {
         try {
             ensureOpen(op);
             if (!flags.contains(Flag.MMAP)) {
-                throw new GuestMemoryException("ENODEV", op, "the file was created without MMAP", -1);
+                throw new GuestMemoryException(Errno.ENODEV, op, "the file was created without MMAP", -1);
             }
             if (type != MapType.SHARED) {
-                throw new GuestMemoryException("EINVAL", op, "guest memory cannot be mapped copy-on-write", -1);
+                throw new GuestMemoryException(Errno.EINVAL, op, "guest memory cannot be mapped copy-on-write", -1);
             }
             if (offset < 0 || offset % PAGE_SIZE != 0 || length <= 0) {
-                throw new GuestMemoryException("EINVAL", op, "offset must be page aligned and length positive", -1);
+                throw new GuestMemoryException(Errno.EINVAL, op, "offset must be page aligned and length positive", -1);
             }
             return new HostMapping(this, offset, length);
         } finally {
@@ -543,7 +534,7 @@ public final class GuestMemory implements AutoCloseable {
             waitWhileBusy(offset, length);
             long priv = attributes.firstSet(page(offset), page(offset + length));
             if (priv >= 0) {
-                throw new GuestMemoryException("EFAULT", op, "page at offset " + priv * PAGE_SIZE + " is private",
+                throw new GuestMemoryException(Errno.EFAULT, op, "page at offset " + priv * PAGE_SIZE + " is private",
                         priv * PAGE_SIZE);
             }
             Arena arena = Arena.ofShared();
@@ -654,7 +645,7 @@ public final class GuestMemory implements AutoCloseable {
 
     private void ensureMapped(HostMapping mapping, String op) {
         if (mapping.isClosed()) {
-            throw new GuestMemoryException("EFAULT", op, "the mapping was unmapped", -1);
+            throw new GuestMemoryException(Errno.EFAULT, op, "the mapping was unmapped", -1);
         }
     }
 
@@ -694,7 +685,7 @@ public final class GuestMemory implements AutoCloseable {
             ensureOpen(op);
             for (Binding b : bindings) {
                 if (overlaps(b.offset(), b.length(), offset, length)) {
-                    throw new GuestMemoryException("EINVAL", op, "file range [" + b.offset() + ", "
+                    throw new GuestMemoryException(Errno.EINVAL, op, "file range [" + b.offset() + ", "
                             + (b.offset() + b.length()) + ") is already bound", Math.max(offset, b.offset()));
                 }
             }
@@ -912,7 +903,7 @@ public final class GuestMemory implements AutoCloseable {
     public ChangeLog trackChanges() {
         if (pages > Integer.MAX_VALUE) {
             // Checked here, not when a change is marked: a mark must never fail half-way through a conversion.
-            throw new GuestMemoryException("EFBIG", "trackChanges()", "a change log indexes pages with an int: files up to "
+            throw new GuestMemoryException(Errno.EFBIG, "trackChanges()", "a change log indexes pages with an int: files up to "
                     + Integer.MAX_VALUE + " pages (8 TiB)", -1);
         }
         lock.lock();
@@ -930,7 +921,7 @@ public final class GuestMemory implements AutoCloseable {
         lock.lock();
         try {
             if (log.isClosed()) {
-                throw new GuestMemoryException("EBADF", "drain()", "the change log is closed", -1);
+                throw new GuestMemoryException(Errno.EBADF, "drain()", "the change log is closed", -1);
             }
             // Host code may write under a lease or pin at any moment without asking.
             for (Lease l : leases) {
@@ -987,7 +978,7 @@ public final class GuestMemory implements AutoCloseable {
 
     private void ensureOpen(String op) {
         if (closed) {
-            throw new GuestMemoryException("EBADF", op, "the file is closed", -1);
+            throw new GuestMemoryException(Errno.EBADF, op, "the file is closed", -1);
         }
     }
 
@@ -997,16 +988,16 @@ public final class GuestMemory implements AutoCloseable {
             changed.awaitUninterruptibly();
         }
         if (closed) {
-            throw new GuestMemoryException("EBADF", "wait", "the file was closed", -1);
+            throw new GuestMemoryException(Errno.EBADF, "wait", "the file was closed", -1);
         }
     }
 
     private void checkRange(String op, long offset, long length) {
         if (offset < 0 || length <= 0 || offset % PAGE_SIZE != 0 || length % PAGE_SIZE != 0) {
-            throw new GuestMemoryException("EINVAL", op, "offset and length must be page aligned, length positive", -1);
+            throw new GuestMemoryException(Errno.EINVAL, op, "offset and length must be page aligned, length positive", -1);
         }
         if (offset > size || length > size - offset) {
-            throw new GuestMemoryException("EINVAL", op, "range ends past the " + size + "-byte file", -1);
+            throw new GuestMemoryException(Errno.EINVAL, op, "range ends past the " + size + "-byte file", -1);
         }
     }
 

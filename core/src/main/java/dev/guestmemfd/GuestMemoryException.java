@@ -9,30 +9,24 @@ package dev.guestmemfd;
 public class GuestMemoryException extends RuntimeException {
     private static final long serialVersionUID = 1L;
 
-    private final String errnoName;
+    private final Errno errno;
     private final long errorOffset;
 
     /**
-     * @param errnoName   the errno equivalent, e.g. {@code EINVAL}
+     * @param errno       the errno equivalent, e.g. {@link Errno#EINVAL}
      * @param operation   what was called, with its arguments
      * @param cause       why it was refused, in words
      * @param errorOffset the first offset that caused the refusal, or -1
      */
-    public GuestMemoryException(String errnoName, String operation, String cause, long errorOffset) {
-        super(operation + ": " + errnoName + ": " + cause);
-        this.errnoName = errnoName;
+    public GuestMemoryException(Errno errno, String operation, String cause, long errorOffset) {
+        super(operation + ": " + errno.name() + ": " + cause);
+        this.errno = errno;
         this.errorOffset = errorOffset;
     }
 
-    GuestMemoryException(String errnoName, String operation, String cause, Throwable underlying) {
-        super(operation + ": " + errnoName + ": " + cause, underlying);
-        this.errnoName = errnoName;
-        this.errorOffset = -1;
-    }
-
-    /** {@return the errno equivalent: {@code EINVAL}, {@code EOPNOTSUPP}, {@code EAGAIN}, ...} */
-    public String errno() {
-        return errnoName;
+    /** {@return the errno equivalent: {@link Errno#EINVAL}, {@link Errno#EOPNOTSUPP}, {@link Errno#EAGAIN}, ...} */
+    public Errno errno() {
+        return errno;
     }
 
     /**

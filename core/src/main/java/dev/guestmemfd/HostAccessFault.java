@@ -14,6 +14,6 @@ public final class HostAccessFault extends GuestMemoryException {
      * @param cause     why: private, or past the end
      */
     public HostAccessFault(String operation, long offset, String cause) {
-        super("EFAULT", operation, "host access fault at file offset 0x" + Long.toHexString(offset) + ": " + cause, offset);
+        super(Errno.EFAULT, operation, "host access fault at file offset 0x" + Long.toHexString(offset) + ": " + cause, offset);
     }
 }

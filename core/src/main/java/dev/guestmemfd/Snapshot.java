@@ -135,7 +135,7 @@ public final class Snapshot {
      */
     public static void restore(List<Binding> owners, SecretKey key, InputStream in, ReplayGuard replays) throws IOException {
         reader(key, in, replays).restore(owners, state -> {
-            throw new GuestMemoryException("EBADMSG", "restore", "the stream carries owner state; read it with a Reader", -1);
+            throw new GuestMemoryException(Errno.EBADMSG, "restore", "the stream carries owner state; read it with a Reader", -1);
         });
     }
 
@@ -190,7 +190,7 @@ public final class Snapshot {
         /** Writes the owner's own state (vCPU registers, a machine's description), sealed. */
         public void writeState(byte[] state) throws IOException {
             if (state.length > MAX_STATE) {
-                throw new GuestMemoryException("EINVAL", "writeState", "owner state over " + MAX_STATE + " bytes", -1);
+                throw new GuestMemoryException(Errno.EINVAL, "writeState", "owner state over " + MAX_STATE + " bytes", -1);
             }
             data.writeByte(STATE);
             data.writeLong(0);
@@ -411,14 +411,14 @@ public final class Snapshot {
             requireWhole(owners, "restore");
             op = "restore(size=" + memory.size() + ")";
             if (fileSize != memory.size()) {
-                throw new GuestMemoryException("EINVAL", op, "the stream is of a " + fileSize + "-byte file", -1);
+                throw new GuestMemoryException(Errno.EINVAL, op, "the stream is of a " + fileSize + "-byte file", -1);
             }
             if (fileSize / GuestMemory.PAGE_SIZE > Integer.MAX_VALUE) {
-                throw new GuestMemoryException("EFBIG", op, "restore tracks written pages with an int index: files up to 8 TiB", -1);
+                throw new GuestMemoryException(Errno.EFBIG, op, "restore tracks written pages with an int index: files up to 8 TiB", -1);
             }
             List<PageRun> before = memory.pageRuns();
             if (before.stream().anyMatch(PageRun::allocated)) {
-                throw new GuestMemoryException("EINVAL", op, "the target file already holds memory", -1);
+                throw new GuestMemoryException(Errno.EINVAL, op, "the target file already holds memory", -1);
             }
             BitSet written = new BitSet();
             try {
@@ -519,7 +519,7 @@ public final class Snapshot {
         }
 
         private GuestMemoryException alreadyRestored() {
-            return new GuestMemoryException("EALREADY", op, "stream " + HexFormat.of().formatHex(streamId)
+            return new GuestMemoryException(Errno.EALREADY, op, "stream " + HexFormat.of().formatHex(streamId)
                     + " was already restored (replay)", -1);
         }
     }
@@ -529,12 +529,12 @@ public final class Snapshot {
         long covered = 0;
         for (Binding b : owners) {
             if (b.memory() != memory) {
-                throw new GuestMemoryException("EINVAL", what, "the bindings belong to different files", -1);
+                throw new GuestMemoryException(Errno.EINVAL, what, "the bindings belong to different files", -1);
             }
             covered += b.length();
         }
         if (covered != memory.size()) {
-            throw new GuestMemoryException("EINVAL", what, "the owners' bindings must cover the whole file", -1);
+            throw new GuestMemoryException(Errno.EINVAL, what, "the owners' bindings must cover the whole file", -1);
         }
     }
 
@@ -548,7 +548,7 @@ public final class Snapshot {
     }
 
     private static GuestMemoryException bad(String op, String why) {
-        return new GuestMemoryException("EBADMSG", op, why, -1);
+        return new GuestMemoryException(Errno.EBADMSG, op, why, -1);
     }
 
     private static byte[] iv(byte[] streamId, long record) {

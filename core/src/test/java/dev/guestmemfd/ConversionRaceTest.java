@@ -181,7 +181,7 @@ class ConversionRaceTest {
                     } catch (HostAccessFault fault) {
                         hostFaults.incrementAndGet();
                     } catch (GuestMemoryException e) {
-                        if (!e.errno().equals("EFAULT")) {
+                        if (!e.errno().equals(Errno.EFAULT)) {
                             unexpected.add(e);
                         }
                         hostFaults.incrementAndGet();
@@ -205,7 +205,7 @@ class ConversionRaceTest {
                         }
                         conversions.incrementAndGet();
                     } catch (GuestMemoryException e) {
-                        if (e.errno().equals("EAGAIN")) {
+                        if (e.errno().equals(Errno.EAGAIN)) {
                             refusedForPins.incrementAndGet();
                         } else {
                             unexpected.add(e);

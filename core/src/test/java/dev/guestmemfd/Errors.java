@@ -13,7 +13,8 @@ final class Errors {
     static GuestMemoryException assertErrno(ThrowingCallable call, String errno) {
         GuestMemoryException[] caught = new GuestMemoryException[1];
         assertThatThrownBy(call).isInstanceOfSatisfying(GuestMemoryException.class, e -> {
-            assertThat(e.errno()).isEqualTo(errno);
+            assertThat(e.errno().name()).isEqualTo(errno);
+            assertThat(e.errno()).isEqualTo(Errno.named(errno));
             assertThat(e.getMessage()).contains(": " + errno + ": ");
             caught[0] = e;
         });

@@ -37,7 +37,7 @@ class FlightRecorderEventsTest {
                 try {
                     m.convert(12 * PAGE, 4 * PAGE, Attribute.PRIVATE, Content.PRESERVE);
                 } catch (GuestMemoryException expected) {
-                    assertThat(expected.errno()).isEqualTo("EPERM");
+                    assertThat(expected.errno()).isEqualTo(Errno.EPERM);
                 }
             }
             recording.stop();

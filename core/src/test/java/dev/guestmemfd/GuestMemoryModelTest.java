@@ -362,7 +362,7 @@ class GuestMemoryModelTest {
                 call.run();
                 throw new AssertionError(op + ": expected " + errno + " but it succeeded");
             } catch (GuestMemoryException e) {
-                assertThat(e.errno()).as("%s: %s", op, e.getMessage()).isEqualTo(errno);
+                assertThat(e.errno().name()).as("%s: %s", op, e.getMessage()).isEqualTo(errno);
             }
         }
     }

@@ -1,5 +1,6 @@
 package dev.guestmemfd.cli;
 
+import dev.guestmemfd.Errno;
 import dev.guestmemfd.Attribute;
 import dev.guestmemfd.Backing;
 import dev.guestmemfd.Content;
@@ -202,7 +203,7 @@ final class ScriptRunner implements AutoCloseable {
 
     private GuestMemory file() {
         if (memory == null) {
-            throw new GuestMemoryException("EBADF", "script", "no file: create one first", -1);
+            throw new GuestMemoryException(Errno.EBADF, "script", "no file: create one first", -1);
         }
         return memory;
     }
@@ -230,7 +231,7 @@ final class ScriptRunner implements AutoCloseable {
     private static <T> int id(String w, List<T> list) {
         long id = number(w);
         if (id < 1 || id > list.size() || list.get((int) id - 1) == null) {
-            throw new GuestMemoryException("EINVAL", "script", "no such id " + w, -1);
+            throw new GuestMemoryException(Errno.EINVAL, "script", "no such id " + w, -1);
         }
         return (int) id - 1;
     }

@@ -1,6 +1,9 @@
 package dev.guestmemfd.internal;
 
 import dev.guestmemfd.linux.Fd;
+import dev.guestmemfd.linux.Ioctl;
+import dev.guestmemfd.linux.KvmDevice;
+import dev.guestmemfd.linux.KvmUapi;
 import dev.guestmemfd.linux.LinuxException;
 import dev.guestmemfd.linux.Mman;
 import java.lang.foreign.Arena;
@@ -158,6 +161,36 @@ public abstract sealed class BackingFile implements AutoCloseable
         public KernelGuestMemfd(int fd, long size, int vmFdToClose) {
             super(fd, size);
             this.vmFdToClose = vmFdToClose;
+        }
+
+        /**
+         * {@return a guest_memfd of {@code size} bytes, host-mappable and shared, on the VM
+         * {@code vmFd}, or on a VM of its own when {@code vmFd} is negative}
+         */
+        public static KernelGuestMemfd create(long size, int vmFd) {
+            int ownVm = -1;
+            if (vmFd < 0) {
+                int kvm = KvmDevice.open();
+                try {
+                    ownVm = Ioctl.ioctl(kvm, KvmUapi.KVM_CREATE_VM, 0);
+                } finally {
+                    Fd.close(kvm);
+                }
+                vmFd = ownVm;
+            }
+            try (Arena arena = Arena.ofConfined()) {
+                // The library maps every page itself and enforces private access, so the kernel's
+                // file is created host-mappable and shared whatever the caller's flags say.
+                MemorySegment args = new KvmUapi.GuestMemfdCreate(size,
+                        KvmUapi.GUEST_MEMFD_FLAG_MMAP | KvmUapi.GUEST_MEMFD_FLAG_INIT_SHARED).toSegment(arena);
+                int fd = Ioctl.ioctl(vmFd, KvmUapi.KVM_CREATE_GUEST_MEMFD, args);
+                return new KernelGuestMemfd(fd, size, ownVm);
+            } catch (LinuxException e) {
+                if (ownVm >= 0) {
+                    Fd.close(ownVm);
+                }
+                throw e;
+            }
         }
 
         @Override

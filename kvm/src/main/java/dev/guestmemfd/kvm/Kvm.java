@@ -2,10 +2,11 @@ package dev.guestmemfd.kvm;
 
 import dev.guestmemfd.linux.Fd;
 import dev.guestmemfd.linux.Ioctl;
+import dev.guestmemfd.linux.KvmDevice;
 import dev.guestmemfd.linux.KvmUapi;
 import dev.guestmemfd.linux.LinuxException;
-import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Optional;
 
 /**
  * The KVM system: {@code /dev/kvm}, its capabilities, and the factory of VMs.
@@ -14,7 +15,7 @@ import java.nio.file.Path;
  */
 public final class Kvm implements AutoCloseable {
     /** The device. */
-    public static final Path DEVICE = Path.of("/dev/kvm");
+    public static final Path DEVICE = KvmDevice.PATH;
 
     private final int fd;
 
@@ -22,9 +23,21 @@ public final class Kvm implements AutoCloseable {
         this.fd = fd;
     }
 
-    /** {@return true when this host has a usable {@code /dev/kvm}} */
+    /**
+     * {@return true when this process can use {@code /dev/kvm}} False where the host has no
+     * device node, where this user may not open it, and under {@code GMEM_NO_KVM=1}.
+     */
     public static boolean available() {
-        return Files.isReadable(DEVICE) && Files.isWritable(DEVICE);
+        return KvmDevice.available();
+    }
+
+    /**
+     * {@return why this process cannot use {@code /dev/kvm}, or empty when it can} Names what
+     * is missing: the device node, the CPU's virtualization flag, the hypervisor this machine
+     * runs under, or the {@code GMEM_NO_KVM} switch.
+     */
+    public static Optional<String> unavailableReason() {
+        return KvmDevice.unavailableReason();
     }
 
     /**
@@ -34,7 +47,7 @@ public final class Kvm implements AutoCloseable {
      */
     public static Kvm open() {
         try {
-            return new Kvm(Fd.open(DEVICE.toString(), Fd.O_RDWR | Fd.O_CLOEXEC));
+            return new Kvm(KvmDevice.open());
         } catch (LinuxException e) {
             throw new KvmException("open " + DEVICE, e);
         }

@@ -422,16 +422,7 @@ public final class Machine implements AutoCloseable {
             action.run();
             return 0;
         } catch (GuestMemoryException e) {
-            dev.guestmemfd.linux.Errno errno = errnoOf(e.errno());
-            return errno == null ? HOST_WAS_REFUSED : errno.number();
-        }
-    }
-
-    private static dev.guestmemfd.linux.Errno errnoOf(String name) {
-        try {
-            return dev.guestmemfd.linux.Errno.valueOf(name);
-        } catch (IllegalArgumentException unknown) {
-            return null;
+            return e.errno().number();
         }
     }
 

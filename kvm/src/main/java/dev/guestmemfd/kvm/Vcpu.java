@@ -158,7 +158,7 @@ public final class Vcpu implements AutoCloseable {
             }
             int written = ioctlCount("KVM_SET_MSRS", KVM_SET_MSRS, s);
             if (written != msrs.size()) {
-                throw new KvmException("KVM_SET_MSRS on vCPU " + id, "EINVAL",
+                throw new KvmException("KVM_SET_MSRS on vCPU " + id, dev.guestmemfd.Errno.EINVAL,
                         "KVM refused MSR 0x" + Integer.toHexString(msrs.get(written).index()));
             }
         }
@@ -208,7 +208,7 @@ public final class Vcpu implements AutoCloseable {
                 return new VmExit.MemoryFault(run.get(JAVA_LONG, UNION), run.get(JAVA_LONG, UNION + 8),
                         run.get(JAVA_LONG, UNION + 16));
             }
-            throw new KvmException("KVM_RUN on vCPU " + id, Errno.nameOf(errno), "the kernel refused to run the vCPU");
+            throw new KvmException("KVM_RUN on vCPU " + id, dev.guestmemfd.Errno.of(errno), "the kernel refused to run the vCPU");
         }
         return decode(reason);
     }

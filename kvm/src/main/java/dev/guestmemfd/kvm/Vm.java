@@ -229,7 +229,7 @@ public final class Vm implements AutoCloseable {
 
     private void ensureOpen() {
         if (closed) {
-            throw new KvmException("VM", "EBADF", "the VM is closed");
+            throw new KvmException("VM", dev.guestmemfd.Errno.EBADF, "the VM is closed");
         }
     }
 

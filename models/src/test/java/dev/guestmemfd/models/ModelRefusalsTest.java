@@ -43,7 +43,7 @@ class ModelRefusalsTest {
         List<String> states = states(model);
         assertThatThrownBy(() -> memory.convert(offset, length, target, content))
                 .isInstanceOfSatisfying(GuestMemoryException.class, e -> {
-                    assertThat(e.errno()).isEqualTo("EPERM");
+                    assertThat(e.errno()).isEqualTo(dev.guestmemfd.Errno.EPERM);
                     assertThat(e.getMessage()).contains(reason);
                 });
         assertThat(memory.pageRuns()).isEqualTo(runs);
@@ -86,7 +86,7 @@ class ModelRefusalsTest {
         memory.convert(8 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
         snp.launchFinish();
         assertThatThrownBy(() -> b.populate(8 * PAGE, MemorySegment.ofArray(new byte[] {1, 2, 3}), null))
-                .isInstanceOfSatisfying(GuestMemoryException.class, e -> assertThat(e.errno()).isEqualTo("EPERM"))
+                .isInstanceOfSatisfying(GuestMemoryException.class, e -> assertThat(e.errno()).isEqualTo(dev.guestmemfd.Errno.EPERM))
                 .hasMessageContaining("after SNP_LAUNCH_FINISH");
         assertThat(b.pages().asSlice(8 * PAGE, 3).toArray(java.lang.foreign.ValueLayout.JAVA_BYTE)).containsOnly(0);
     }
