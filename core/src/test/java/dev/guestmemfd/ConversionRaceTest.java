@@ -2,11 +2,9 @@ package dev.guestmemfd;
 
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 import static org.assertj.core.api.Assertions.assertThat;
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import dev.guestmemfd.testing.RequiresBacking;
 import java.lang.foreign.MemorySegment;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
 import java.util.Set;
@@ -107,10 +105,8 @@ class ConversionRaceTest {
 
     @ParameterizedTest
     @EnumSource(Backing.class)
+    @RequiresBacking
     void noHostThreadEverSeesOrTouchesAPrivatePage(Backing backing) throws Exception {
-        if (backing == Backing.KERNEL) {
-            assumeTrue(Files.isWritable(Path.of("/dev/kvm")), "the KERNEL backing needs /dev/kvm, which this host lacks");
-        }
         long flags = Flag.MMAP.bit() | Flag.INIT_SHARED.bit() | (backing == Backing.SECRET ? Flag.NO_DIRECT_MAP.bit() : 0);
         try (GuestMemory memory = GuestMemory.create(PAGES * PAGE, flags, backing)) {
             memory.pinWait(Duration.ofMillis(2));

@@ -1,18 +1,9 @@
 package dev.guestmemfd;
 
-import static org.junit.jupiter.api.Assumptions.assumeTrue;
+import dev.guestmemfd.testing.RequiresBacking;
 
-import java.nio.file.Files;
-import java.nio.file.Path;
-import org.junit.jupiter.api.BeforeAll;
-
+@RequiresBacking(Backing.KERNEL)
 class KernelBackingTest extends GuestMemoryContract {
-    @BeforeAll
-    static void needsKvm() {
-        assumeTrue(Files.isReadable(Path.of("/dev/kvm")) && Files.isWritable(Path.of("/dev/kvm")),
-                "the KERNEL backing needs /dev/kvm, which this host lacks");
-    }
-
     @Override
     Backing backing() {
         return Backing.KERNEL;

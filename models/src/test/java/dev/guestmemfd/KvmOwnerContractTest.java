@@ -2,20 +2,16 @@ package dev.guestmemfd;
 
 import dev.guestmemfd.kvm.Kvm;
 import dev.guestmemfd.kvm.Vm;
+import dev.guestmemfd.testing.RequiresKvm;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
 
 /** The core's contract, with a real KVM VM as the owner of the whole file (one memslot). */
+@RequiresKvm
 class KvmOwnerContractTest extends GuestMemoryContract {
     private Kvm kvm;
     private Vm vm;
     private int slots;
-
-    @BeforeAll
-    static void needsKvm() {
-        org.junit.jupiter.api.Assumptions.assumeTrue(Kvm.available(), "needs /dev/kvm, which this host lacks");
-    }
 
     @BeforeEach
     void openVm() {

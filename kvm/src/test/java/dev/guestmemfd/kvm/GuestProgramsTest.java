@@ -7,12 +7,13 @@ import dev.guestmemfd.Attribute;
 import dev.guestmemfd.Backing;
 import dev.guestmemfd.GuestMemory;
 import dev.guestmemfd.HostAccessFault;
+import dev.guestmemfd.testing.RequiresBacking;
+import dev.guestmemfd.testing.RequiresKvm;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.stream.Stream;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.Arguments;
@@ -20,13 +21,10 @@ import org.junit.jupiter.params.provider.EnumSource;
 import org.junit.jupiter.params.provider.MethodSource;
 
 /** The three guest programs, run on the real {@code /dev/kvm}. */
+@RequiresKvm
+@RequiresBacking
 class GuestProgramsTest {
     static final Duration LIMIT = Duration.ofSeconds(60);
-
-    @BeforeAll
-    static void kvm() {
-        KvmTests.requireKvm();
-    }
 
     @ParameterizedTest
     @EnumSource(Backing.class)

@@ -2,15 +2,11 @@ package dev.guestmemfd.kvm;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
-import org.junit.jupiter.api.BeforeAll;
+import dev.guestmemfd.testing.RequiresKvm;
 import org.junit.jupiter.api.Test;
 
+@RequiresKvm
 class KvmSystemTest {
-    @BeforeAll
-    static void kvm() {
-        KvmTests.requireKvm();
-    }
-
     @Test
     void vcpuRequestNumbersMatchTheKernels() {
         assertThat(Vcpu.KVM_GET_REGS).isEqualTo(0x8090AE81L);

@@ -9,26 +9,24 @@ import dev.guestmemfd.GuestMemory;
 import dev.guestmemfd.GuestMemoryException;
 import dev.guestmemfd.HostMapping;
 import dev.guestmemfd.linux.ProcSelf;
+import dev.guestmemfd.testing.RequiresBacking;
+import dev.guestmemfd.testing.RequiresKvm;
 import java.time.Duration;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 /** Binding guest memory into VMs: bad input, several slots and VMs, and lifetimes. */
+@RequiresKvm
+@RequiresBacking
 class MemslotTest {
     static final long MIB = 1L << 20;
     static final long FLAGS = Flag.MMAP.bit() | Flag.INIT_SHARED.bit();
     static final String[] MEMORY_FILES = {"memfd:", "secretmem", "kvm"};
     private Kvm kvm;
     private int descriptors;
-
-    @BeforeAll
-    static void needsKvm() {
-        KvmTests.requireKvm();
-    }
 
     @BeforeEach
     void open() {

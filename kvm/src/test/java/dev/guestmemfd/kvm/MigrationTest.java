@@ -6,6 +6,8 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import dev.guestmemfd.Backing;
 import dev.guestmemfd.GuestMemoryException;
 import dev.guestmemfd.Snapshot;
+import dev.guestmemfd.testing.RequiresBacking;
+import dev.guestmemfd.testing.RequiresKvm;
 import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
 import java.net.InetAddress;
@@ -19,7 +21,6 @@ import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 import javax.crypto.KeyGenerator;
 import javax.crypto.SecretKey;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
@@ -29,12 +30,9 @@ import org.junit.jupiter.params.provider.EnumSource;
  * its count in memory only and writes it every tick, so it counts on without a gap or a
  * repeat only if the pages it wrote during pre-copy were sent again.
  */
+@RequiresKvm
+@RequiresBacking
 class MigrationTest {
-    @BeforeAll
-    static void kvm() {
-        KvmTests.requireKvm();
-    }
-
     /** {@return the tick numbers of every complete line of the output} */
     static List<Long> ticks(String output) {
         Matcher m = Pattern.compile("tick ([0-9a-f]{8})\n").matcher(output);
