@@ -39,9 +39,46 @@ final class Libc {
         return LINKER.downcallHandle(symbol, descriptor, all);
     }
 
-    /** {@return this thread's errno capture buffer} */
+    /**
+     * {@return this thread's errno capture buffer}
+     * Every binding asks for it before its first native call, which makes it the one place
+     * to refuse, in plain words, a JVM that denies this module native access.
+     *
+     * @throws IllegalCallerException where the JVM runs with {@code --illegal-native-access=deny}
+     *                                and without {@code --enable-native-access} for this module
+     */
     static MemorySegment capture() {
+        if (NativeAccess.REFUSAL != null) {
+            throw new IllegalCallerException(NativeAccess.REFUSAL);
+        }
         return CAPTURE.get();
+    }
+
+    /**
+     * Whether this JVM lets this module link native code, asked once. Without the flag, JDK 25
+     * allows it with a warning by default; under {@code --illegal-native-access=deny} the first
+     * link throws inside a class initializer, which every call site would otherwise report as
+     * an {@code ExceptionInInitializerError} wrapped in an {@code AssertionError}.
+     */
+    private static final class NativeAccess {
+        static final String REFUSAL = refusal();
+
+        @SuppressWarnings("restricted") // the probe: links nothing, only asks the permission
+        private static String refusal() {
+            Module module = Libc.class.getModule();
+            if (module.isNativeAccessEnabled()) {
+                return null;
+            }
+            try {
+                LINKER.downcallHandle(FunctionDescriptor.ofVoid());
+                return null; // allowed, with the JDK's own warning
+            } catch (IllegalCallerException denied) {
+                String name = module.isNamed() ? module.getName() : "ALL-UNNAMED";
+                return "guestmemfd calls Linux through java.lang.foreign, and this JVM denies native access to "
+                        + (module.isNamed() ? "module " + name : "the class path")
+                        + ": run java with --enable-native-access=" + name;
+            }
+        }
     }
 
     /** {@return the errno that the last call on this thread captured into {@code capture}} */
