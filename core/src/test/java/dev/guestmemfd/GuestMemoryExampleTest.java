@@ -13,11 +13,13 @@ import org.junit.jupiter.api.Test;
 
 /**
  * The example of the README and of the package's Javadoc ({@code package-info.java} shows the
- * region below with {@code @snippet}), run, and the README checked to hold it word for word.
+ * region below with {@code @snippet}), run, and the README checked to hold it and the smallest
+ * program ({@code CreateOneFile}) word for word.
  */
 class GuestMemoryExampleTest {
     static final Path SELF = Path.of("src/test/java/dev/guestmemfd/GuestMemoryExampleTest.java");
     static final Path README = Path.of("../README.md");
+    static final Path PROGRAM = Path.of("src/test/java/dev/guestmemfd/testing/CreateOneFile.java");
 
     @Test
     void theExampleDoesWhatItSays() {
@@ -54,5 +56,11 @@ class GuestMemoryExampleTest {
     void theReadmeShowsTheExampleAsItRuns() throws IOException {
         assertThat(Files.readString(README)).as("README.md's Java example: keep it the same as the region in " + SELF)
                 .contains("```java\n" + region(SELF, "example") + "\n```\n");
+    }
+
+    @Test
+    void theReadmeShowsTheSmallestProgramAsTheTestsRunIt() throws IOException {
+        assertThat(Files.readString(README)).as("README.md's smallest program: keep it the same as the region in " + PROGRAM
+                + ", which NativeAccessTest runs").contains("```java\n" + region(PROGRAM, "program") + "\n```\n");
     }
 }

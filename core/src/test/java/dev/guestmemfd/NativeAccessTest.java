@@ -57,7 +57,7 @@ class NativeAccessTest {
     void withTheFlagOnTheModulePathItRunsWithoutAWord() throws Exception {
         Run run = java(true, "--illegal-native-access=deny", "--enable-native-access=dev.guestmemfd.linux");
         assertThat(run.exit()).as(run.err()).isZero();
-        assertThat(run.out()).isEqualTo("created 1048576 bytes\n");
+        assertThat(run.out()).isEqualTo("created 1048576 bytes on MEMFD\n");
         assertThat(run.err()).isEmpty();
     }
 
@@ -72,7 +72,7 @@ class NativeAccessTest {
     void withoutTheFlagTheJdkWarnsAndItRuns() throws Exception {
         Run run = java(true);
         assertThat(run.exit()).as(run.err()).isZero();
-        assertThat(run.out()).isEqualTo("created 1048576 bytes\n");
+        assertThat(run.out()).isEqualTo("created 1048576 bytes on MEMFD\n");
         assertThat(run.err()).contains("WARNING: A restricted method in java.lang.foreign.Linker has been called")
                 .contains("--enable-native-access=dev.guestmemfd.linux");
     }

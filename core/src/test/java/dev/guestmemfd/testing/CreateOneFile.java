@@ -1,25 +1,18 @@
 package dev.guestmemfd.testing;
 
+// The README's smallest program ("Use it from your project"), word for word: the tests check
+// the README holds it, and run it in child JVMs to see what a user sees with and without
+// --enable-native-access.
+// @start region="program"
 import dev.guestmemfd.Flag;
 import dev.guestmemfd.GuestMemory;
 import java.util.Set;
 
-/**
- * A user's smallest program: creates one guest memory file and says so. The tests run it in
- * child JVMs to see what a user sees with and without {@code --enable-native-access}.
- */
-public final class CreateOneFile {
-    private CreateOneFile() {
-    }
-
-    /**
-     * Creates a 1 MiB file, prints its size, closes it.
-     *
-     * @param args ignored
-     */
+public class CreateOneFile {
     public static void main(String[] args) {
         try (GuestMemory memory = GuestMemory.create(1 << 20, Set.of(Flag.MMAP, Flag.INIT_SHARED))) {
-            System.out.println("created " + memory.size() + " bytes");
+            System.out.println("created " + memory.size() + " bytes on " + memory.backing());
         }
     }
 }
+// @end
