@@ -20,6 +20,10 @@ import org.opentest4j.TestAbortedException;
  * {@link RequiresBacking}), giving the library's own reason, so that reports and the console
  * show them as skipped and why.
  *
+ * <p>In the scope of either annotation, an invocation of a parameterized test whose
+ * {@link Backing} argument this host lacks is skipped (aborted) with the reason: no test ever
+ * runs on a backing the host does not offer.
+ *
  * <p>A disabled class is never instantiated and its {@code @BeforeAll} never runs. The reason
  * is also printed, once per test class or method, because Maven's console summary counts
  * skipped tests without saying why.
@@ -42,7 +46,7 @@ public final class HostConditions implements ExecutionCondition, InvocationInter
         }
         AnnotationSupport.findAnnotation(element.get(), RequiresBacking.class).ifPresent(requires -> {
             for (Backing backing : requires.value()) {
-                missing.addAll(reason(backing).stream().toList());
+                reason(backing).ifPresent(missing::add);
             }
         });
         if (missing.isEmpty()) {
