@@ -9,7 +9,6 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HexFormat;
 import java.util.List;
-import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import javax.crypto.KeyGenerator;
@@ -54,23 +53,28 @@ final class SnapshotFixtures {
     }
 
     /**
-     * The pre-copy stream of the issue: round one carries page {@code x} sealed, holding
-     * {@code secret}; then the guest shares it (ZERO) and the host writes {@code clear}; round
-     * two carries it in the clear. A restore's final state shows {@code clear} at {@code x}.
+     * The pre-copy stream of the issue, for every page at once: round one carries each page
+     * sealed, holding {@code secret}; then the guest shares them (ZERO) and the host writes
+     * {@code clear}; round two carries them in the clear. A restore's final state shows
+     * {@code clear} everywhere.
      */
-    static byte[] sealedThenClear(long pages, long x, byte[] secret, byte[] clear, SecretKey key) throws IOException {
+    static byte[] sealedThenClear(long pages, byte[] secret, byte[] clear, SecretKey key) throws IOException {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         try (GuestMemory source = GuestMemory.create(pages * PAGE, flags(Backing.MEMFD, true), Backing.MEMFD);
              ChangeLog changes = source.trackChanges()) {
             Binding owner = source.bind(new Owner() { }, 0, pages * PAGE);
-            source.convert(x * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
-            owner.pages().asSlice(x * PAGE, PAGE).copyFrom(MemorySegment.ofArray(secret));
+            source.convert(0, pages * PAGE, Attribute.PRIVATE, Content.ZERO);
+            for (long x = 0; x < pages; x++) {
+                owner.pages().asSlice(x * PAGE, PAGE).copyFrom(MemorySegment.ofArray(secret));
+            }
             Snapshot.Writer writer = Snapshot.writer(List.of(owner), key, out);
             changes.drain();
             writer.writeAll();
-            source.convert(x * PAGE, PAGE, Attribute.SHARED, Content.ZERO);
+            source.convert(0, pages * PAGE, Attribute.SHARED, Content.ZERO);
             try (HostMapping host = source.map(0, pages * PAGE)) {
-                host.write(x * PAGE, clear);
+                for (long x = 0; x < pages; x++) {
+                    host.write(x * PAGE, clear);
+                }
             }
             writer.writePages(changes.drain());
             writer.finish();
@@ -126,10 +130,10 @@ final class SnapshotFixtures {
     }
 
     /**
-     * Host code that reads every page of a file, one page at a time, over and over, and
-     * counts the reads that returned a page beginning with the secret's first 16 bytes.
-     * Private pages fault, as they must; the poller goes on. It starts polling once
-     * {@code start} opens, and ends when closed or when the file is closed.
+     * Host code that reads every page of a mapping, one page at a time, over and over, and
+     * counts the reads that returned a page beginning with a secret's first 16 bytes. Private
+     * pages fault, as they must; the poller goes on. It polls the mapping last given to
+     * {@link #poll}, so one thread can follow a target that is replaced, and idles without one.
      */
     static final class HostPoller implements AutoCloseable {
         private final AtomicBoolean stop = new AtomicBoolean();
@@ -137,39 +141,45 @@ final class SnapshotFixtures {
         private final AtomicLong reads = new AtomicLong();
         private final Thread thread;
         private final List<Throwable> failures = new ArrayList<>();
+        private volatile HostMapping current;
 
-        HostPoller(GuestMemory memory, List<byte[]> secrets, CountDownLatch start) {
+        HostPoller(List<byte[]> secrets) {
             byte[][] prefixes = secrets.stream().map(s -> Arrays.copyOf(s, 16)).toArray(byte[][]::new);
             thread = Thread.ofPlatform().daemon().name("host-poller").start(() -> {
                 try {
-                    start.await();
-                    try (HostMapping host = memory.map(0, memory.size())) {
-                        byte[] page = new byte[(int) PAGE];
-                        MemorySegment into = MemorySegment.ofArray(page);
-                        while (!stop.get()) {
-                            for (long p = 0; p < memory.size() && !stop.get(); p += PAGE) {
-                                try {
-                                    host.read(p, into);
-                                    reads.incrementAndGet();
-                                    for (byte[] prefix : prefixes) {
-                                        if (Arrays.equals(page, 0, 16, prefix, 0, 16)) {
-                                            secretsSeen.incrementAndGet();
-                                        }
+                    byte[] page = new byte[(int) PAGE];
+                    MemorySegment into = MemorySegment.ofArray(page);
+                    while (!stop.get()) {
+                        HostMapping host = current;
+                        if (host == null) {
+                            Thread.onSpinWait();
+                            continue;
+                        }
+                        for (long p = 0; p < host.length() && !stop.get(); p += PAGE) {
+                            try {
+                                host.read(p, into);
+                                reads.incrementAndGet();
+                                for (byte[] prefix : prefixes) {
+                                    if (Arrays.equals(page, 0, 16, prefix, 0, 16)) {
+                                        secretsSeen.incrementAndGet();
                                     }
-                                } catch (HostAccessFault privatePage) {
-                                    // as it must be
                                 }
+                            } catch (GuestMemoryException refused) {
+                                // a private page (as it must be), or a mapping or file closed under it
                             }
                         }
                     }
-                } catch (GuestMemoryException closed) {
-                    // the file was closed under it: polling ends
-                } catch (InterruptedException | RuntimeException | Error e) {
+                } catch (RuntimeException | Error e) {
                     synchronized (failures) {
                         failures.add(e);
                     }
                 }
             });
+        }
+
+        /** Polls {@code host} from now on; null to idle. */
+        void poll(HostMapping host) {
+            current = host;
         }
 
         /** {@return the reads that returned private plaintext so far} */

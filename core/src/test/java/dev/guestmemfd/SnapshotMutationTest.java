@@ -21,7 +21,6 @@ import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
 import java.util.Set;
-import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.stream.Stream;
 import javax.crypto.SecretKey;
@@ -178,8 +177,12 @@ class SnapshotMutationTest {
         boolean everyByte = backing == Backing.MEMFD && !initShared;
         int sample = initShared ? 300 : 1000;
         try (GuestMemory memory = GuestMemory.create(PAGES * PAGE, flags(backing, initShared), backing);
-             HostPoller poller = initShared ? null : new HostPoller(memory, List.of(SECRET_1, SECRET_2), new CountDownLatch(0))) {
+             HostMapping host = memory.map(0, memory.size());
+             HostPoller poller = initShared ? null : new HostPoller(List.of(SECRET_1, SECRET_2))) {
             Target target = new Target(memory);
+            if (poller != null) {
+                poller.poll(host);
+            }
             byte[] s = stream.clone();
 
             for (int i : positions(everyByte, sample, random)) {
