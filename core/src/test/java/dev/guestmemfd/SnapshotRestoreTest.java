@@ -88,6 +88,9 @@ class SnapshotRestoreTest {
                 }
             }
             poller.stop();
+            System.out.println("sealed then clear, " + backing + (initShared ? " starting shared" : " starting private")
+                    + ": 300 restores, " + poller.reads() + " host reads granted, " + poller.secretsSeen()
+                    + " returned old private plaintext");
             assertThat(poller.secretsSeen()).as("host reads that returned a page's old private plaintext").isZero();
         }
     }
@@ -115,6 +118,8 @@ class SnapshotRestoreTest {
                 assertThat(TargetState.of(target)).as("attempt %d", i).isEqualTo(before);
             }
             poller.stop();
+            System.out.println("cut and forged, " + backing + ": 300 refused restores, " + poller.reads()
+                    + " host reads granted, " + poller.secretsSeen() + " returned the secret or the forged bytes");
             assertThat(poller.secretsSeen()).as("host reads that returned the secret or the forged bytes").isZero();
         }
     }
