@@ -169,7 +169,9 @@ public final class Migration {
         DataInputStream in = new DataInputStream(new BufferedInputStream(from, 1 << 16));
         DataOutputStream out = new DataOutputStream(to);
         SecretKey key = agree(in, out);
-        Machine machine = load(kvm, key, in, new Snapshot.ReplayGuard(), built -> {
+        // The stream is one message of the conversation: the answer follows it, so it is read
+        // up to its sealed end and no further.
+        Machine machine = load(kvm, key, in, new Snapshot.ReplayGuard(), Snapshot.Framing.EMBEDDED, built -> {
             try {
                 out.writeByte(READY);
                 out.flush();
@@ -201,20 +203,21 @@ public final class Migration {
 
     /**
      * Loads a machine saved by {@link #save} or sent by {@link #send}: builds it, restores its
-     * memory and vCPUs. The caller runs it.
+     * memory and vCPUs. The caller runs it. {@code in} holds the stream and nothing after it.
      *
      * @throws dev.guestmemfd.GuestMemoryException {@code EBADMSG} for a stream that is cut,
-     *                                             altered or sealed with another key;
+     *                                             altered, followed by other bytes or sealed
+     *                                             with another key;
      *                                             {@code EALREADY} for one {@code replays} saw
      */
     public static Machine load(Kvm kvm, SecretKey key, InputStream in, Snapshot.ReplayGuard replays) throws IOException {
-        return load(kvm, key, in, replays, built -> { });
+        return load(kvm, key, in, replays, Snapshot.Framing.WHOLE_INPUT, built -> { });
     }
 
     /** @param built told when the machine is built, before its memory is restored */
     private static Machine load(Kvm kvm, SecretKey key, InputStream in, Snapshot.ReplayGuard replays,
-                                java.util.function.Consumer<Machine> built) throws IOException {
-        Snapshot.Reader reader = Snapshot.reader(key, in, replays);
+                                Snapshot.Framing framing, java.util.function.Consumer<Machine> built) throws IOException {
+        Snapshot.Reader reader = Snapshot.reader(key, in, replays, framing);
         Machine.Config config = config(reader.readState());
         if (config.memorySize() != reader.fileSize()) {
             throw new IOException("the machine's description says " + config.memorySize()

@@ -1,0 +1,175 @@
+package dev.guestmemfd;
+
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.io.IOException;
+import java.nio.ByteBuffer;
+import java.nio.charset.StandardCharsets;
+import java.security.GeneralSecurityException;
+import java.security.MessageDigest;
+import java.util.Arrays;
+import javax.crypto.AEADBadTagException;
+import javax.crypto.Cipher;
+import javax.crypto.SecretKey;
+import javax.crypto.spec.GCMParameterSpec;
+
+/**
+ * The snapshot stream's layout and its sealing: what the bytes are, apart from who writes and
+ * who reads them. Version 2, big-endian:
+ * <pre>
+ * header : "GMEMSNAP" u32 version u64 fileSize u32 pageSize byte[16] streamId
+ * record : u8 kind, then
+ *   1 shared pages   u64 offset u32 length, length bytes
+ *   2 private pages  u64 offset u32 length, length + 16 bytes: AES-GCM ciphertext and tag
+ *   3 private hole   u64 offset u32 pages   (no memory; the pages are private)
+ *   4 shared hole    u64 offset u32 pages   (no memory; the pages are shared)
+ *   5 owner state    u64 0      u32 length, length + 16 bytes sealed like private pages
+ * end    : u8 0, u64 records, then 32 + 16 bytes: the SHA-256 of everything before, sealed
+ * </pre>
+ * The stream ends with the sealed digest: nothing follows it.
+ *
+ * <p>Sealing: AES-256-GCM, IV = the first 4 bytes of streamId and the record's number (u64),
+ * AAD = streamId, kind, offset; so a sealed record opens only in its own place of its own
+ * stream. Shared records and holes are authenticated by the sealed digest at the end.
+ */
+final class SnapshotFormat {
+    static final byte[] MAGIC = "GMEMSNAP".getBytes(StandardCharsets.US_ASCII);
+    static final int VERSION = 2;
+    static final int END = 0;
+    static final int SHARED = 1;
+    static final int PRIVATE = 2;
+    static final int PRIVATE_HOLE = 3;
+    static final int SHARED_HOLE = 4;
+    static final int STATE = 5;
+    static final int STREAM_ID_BYTES = 16;
+    static final int HEADER_BYTES = MAGIC.length + 4 + 8 + 4 + STREAM_ID_BYTES;
+    /** u8 kind, u64 offset, u32 length or pages. */
+    static final int RECORD_HEADER_BYTES = 1 + 8 + 4;
+    static final int TAG_BYTES = 16;
+    /** The sealed SHA-256 after the end record. */
+    static final int TRAILER_BYTES = 32 + TAG_BYTES;
+    /** The record number in the IV of the sealed digest: no record has it. */
+    static final long TRAILER_RECORD = Long.MAX_VALUE;
+    /**
+     * Bytes of one page record at most: large runs travel in pieces so a record never needs
+     * much heap. 64 KiB rather than 1 MiB: in a fresh JVM, AES-GCM gets its compiled intrinsic
+     * only after enough calls, and smaller records make more calls for the same bytes.
+     */
+    static final int CHUNK = 1 << 16;
+    /** Owner state records at most: a VM's vCPUs are a few KiB each. */
+    static final int MAX_STATE = 16 << 20;
+
+    private SnapshotFormat() {
+    }
+
+    /** The header's fields. */
+    record Header(long fileSize, byte[] streamId) {
+    }
+
+    static void writeHeader(DataOutputStream out, long fileSize, byte[] streamId) throws IOException {
+        out.write(MAGIC);
+        out.writeInt(VERSION);
+        out.writeLong(fileSize);
+        out.writeInt((int) GuestMemory.PAGE_SIZE);
+        out.write(streamId);
+    }
+
+    /**
+     * {@return the header read from {@code in}}
+     *
+     * @throws GuestMemoryException {@code EBADMSG} for another format, version or page size
+     * @throws java.io.EOFException when the stream ends inside the header
+     */
+    static Header readHeader(DataInputStream in, String op) throws IOException {
+        byte[] magic = new byte[MAGIC.length];
+        in.readFully(magic);
+        if (!Arrays.equals(magic, MAGIC)) {
+            throw bad(op, "not a guestmemfd snapshot");
+        }
+        int version = in.readInt();
+        if (version != VERSION) {
+            throw bad(op, "stream version " + version + ", this library reads " + VERSION);
+        }
+        long fileSize = in.readLong();
+        int pageSize = in.readInt();
+        byte[] streamId = new byte[STREAM_ID_BYTES];
+        in.readFully(streamId);
+        if (pageSize != GuestMemory.PAGE_SIZE || fileSize <= 0 || fileSize % GuestMemory.PAGE_SIZE != 0) {
+            throw bad(op, "the stream is of " + pageSize + "-byte pages and a " + fileSize + "-byte file");
+        }
+        return new Header(fileSize, streamId);
+    }
+
+    static void writeRecordHeader(DataOutputStream out, int kind, long offset, int length) throws IOException {
+        out.writeByte(kind);
+        out.writeLong(offset);
+        out.writeInt(length);
+    }
+
+    /** {@return true for the kinds that carry page bytes} */
+    static boolean carriesPages(int kind) {
+        return kind == SHARED || kind == PRIVATE;
+    }
+
+    /** {@return true for the kinds that name pages without memory} */
+    static boolean isHole(int kind) {
+        return kind == PRIVATE_HOLE || kind == SHARED_HOLE;
+    }
+
+    /** {@return the bytes that follow a page record's header: its length, plus the tag when sealed} */
+    static int bodyBytes(int kind, int length) {
+        return kind == PRIVATE ? length + TAG_BYTES : length;
+    }
+
+    static GuestMemoryException bad(String op, String why) {
+        return new GuestMemoryException(Errno.EBADMSG, op, why, -1);
+    }
+
+    private static byte[] iv(byte[] streamId, long record) {
+        return ByteBuffer.allocate(12).put(streamId, 0, 4).putLong(record).array();
+    }
+
+    private static byte[] aad(byte[] streamId, int kind, long offset) {
+        return ByteBuffer.allocate(STREAM_ID_BYTES + 1 + 8).put(streamId).put((byte) kind).putLong(offset).array();
+    }
+
+    /** {@return the first {@code length} bytes of {@code plain} sealed as record {@code record} of the stream} */
+    static byte[] seal(SecretKey key, byte[] streamId, long record, int kind, long offset, byte[] plain, int length) {
+        try {
+            Cipher c = Cipher.getInstance("AES/GCM/NoPadding");
+            c.init(Cipher.ENCRYPT_MODE, key, new GCMParameterSpec(TAG_BYTES * 8, iv(streamId, record)));
+            c.updateAAD(aad(streamId, kind, offset));
+            return c.doFinal(plain, 0, length);
+        } catch (GeneralSecurityException e) {
+            throw new IllegalStateException("AES-GCM: " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * {@return the plaintext of a record sealed by {@link #seal} in this place of this stream}
+     *
+     * @throws GuestMemoryException {@code EBADMSG} when it does not open: another key, place
+     *                              or stream, or altered bytes
+     */
+    static byte[] open(SecretKey key, byte[] streamId, long record, int kind, long offset, byte[] sealed, int length,
+                       String op) {
+        try {
+            Cipher c = Cipher.getInstance("AES/GCM/NoPadding");
+            c.init(Cipher.DECRYPT_MODE, key, new GCMParameterSpec(TAG_BYTES * 8, iv(streamId, record)));
+            c.updateAAD(aad(streamId, kind, offset));
+            return c.doFinal(sealed, 0, length);
+        } catch (AEADBadTagException e) {
+            throw bad(op, "a sealed record does not open: wrong key, or the stream was altered");
+        } catch (GeneralSecurityException e) {
+            throw new IllegalStateException("AES-GCM: " + e.getMessage(), e);
+        }
+    }
+
+    static MessageDigest sha256() {
+        try {
+            return MessageDigest.getInstance("SHA-256");
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException("every JDK has SHA-256", e);
+        }
+    }
+}

@@ -1,0 +1,182 @@
+package dev.guestmemfd;
+
+import static dev.guestmemfd.SnapshotFormat.CHUNK;
+import static dev.guestmemfd.SnapshotFormat.END;
+import static dev.guestmemfd.SnapshotFormat.MAX_STATE;
+import static dev.guestmemfd.SnapshotFormat.PRIVATE;
+import static dev.guestmemfd.SnapshotFormat.PRIVATE_HOLE;
+import static dev.guestmemfd.SnapshotFormat.SHARED;
+import static dev.guestmemfd.SnapshotFormat.SHARED_HOLE;
+import static dev.guestmemfd.SnapshotFormat.STATE;
+import static dev.guestmemfd.SnapshotFormat.TRAILER_RECORD;
+
+import java.io.DataOutputStream;
+import java.io.IOException;
+import java.io.OutputStream;
+import java.lang.foreign.MemorySegment;
+import java.security.DigestOutputStream;
+import java.security.MessageDigest;
+import java.security.SecureRandom;
+import java.util.Arrays;
+import java.util.BitSet;
+import javax.crypto.SecretKey;
+
+/**
+ * Writes one stream of {@link SnapshotFormat}: reads pages through the owners' bindings,
+ * shared ones under the file's lock so that a page converted meanwhile never travels in the
+ * clear. Not thread-safe: one thread sends, while the file's guest may go on running.
+ */
+final class SnapshotWriter implements Snapshot.Writer {
+    private final BindingCover owners;
+    private final GuestMemory memory;
+    private final SecretKey key;
+    private final OutputStream raw;
+    private final MessageDigest digest = SnapshotFormat.sha256();
+    private final DataOutputStream data;
+    private final byte[] streamId = new byte[SnapshotFormat.STREAM_ID_BYTES];
+    private final byte[] buffer;
+    private long records;
+    private long pageBytes;
+    private boolean finished;
+
+    SnapshotWriter(BindingCover owners, SecretKey key, OutputStream out) throws IOException {
+        this.owners = owners;
+        this.memory = owners.memory();
+        this.key = key;
+        this.raw = out;
+        this.data = new DataOutputStream(new DigestOutputStream(out, digest));
+        this.buffer = new byte[(int) Math.min(CHUNK, memory.size())];
+        new SecureRandom().nextBytes(streamId);
+        SnapshotFormat.writeHeader(data, memory.size(), streamId);
+    }
+
+    @Override
+    public void writeState(byte[] state) throws IOException {
+        ensureOpen("writeState");
+        if (state == null || state.length > MAX_STATE) {
+            throw new GuestMemoryException(Errno.EINVAL, "writeState", "owner state must be given and at most "
+                    + MAX_STATE + " bytes", -1);
+        }
+        SnapshotFormat.writeRecordHeader(data, STATE, 0, state.length);
+        data.write(SnapshotFormat.seal(key, streamId, records++, STATE, 0, state, state.length));
+    }
+
+    @Override
+    public long writeAll() throws IOException {
+        ensureOpen("writeAll");
+        long before = pageBytes;
+        for (PageRun run : memory.pageRuns()) {
+            writeRun(run, run.offset(), run.offset() + run.length());
+        }
+        return pageBytes - before;
+    }
+
+    @Override
+    public long writePages(BitSet pages) throws IOException {
+        ensureOpen("writePages");
+        if (pages == null) {
+            throw new GuestMemoryException(Errno.EINVAL, "writePages", "no page set given", -1);
+        }
+        long before = pageBytes;
+        if (pages.isEmpty()) {
+            return 0;
+        }
+        for (PageRun run : memory.pageRuns()) {
+            long first = run.offset() / GuestMemory.PAGE_SIZE;
+            long end = (run.offset() + run.length()) / GuestMemory.PAGE_SIZE;
+            if (first > Integer.MAX_VALUE) {
+                break;  // a BitSet indexes no page past 2^31 - 1
+            }
+            for (int p = pages.nextSetBit((int) first); p >= 0 && p < end; ) {
+                int stop = (int) Math.min(end, pages.nextClearBit(p));
+                writeRun(run, p * GuestMemory.PAGE_SIZE, stop * GuestMemory.PAGE_SIZE);
+                p = pages.nextSetBit(stop);
+            }
+        }
+        return pageBytes - before;
+    }
+
+    /** Writes {@code [from, to)} of a run as the run's state. */
+    private void writeRun(PageRun run, long from, long to) throws IOException {
+        if (!run.allocated()) {
+            SnapshotFormat.writeRecordHeader(data, run.attribute() == Attribute.PRIVATE ? PRIVATE_HOLE : SHARED_HOLE,
+                    from, Math.toIntExact((to - from) / GuestMemory.PAGE_SIZE));
+            records++;
+            return;
+        }
+        for (long at = from; at < to; ) {
+            Binding owner = owners.at(at);
+            int length = (int) Math.min(Math.min(CHUNK, to - at), owner.offset() + owner.length() - at);
+            MemorySegment pages = owner.pages().asSlice(at - owner.offset(), length);
+            MemorySegment into = MemorySegment.ofArray(buffer).asSlice(0, length);
+            boolean sealed = run.attribute() == Attribute.PRIVATE;
+            if (!sealed && !memory.copyIfShared(pages, at, into)) {
+                // A page of it was converted to private since the runs were read: its bytes
+                // must not travel in the clear (the conversion is in the change log, so the
+                // next round sends it sealed), but the pages around it still must go now.
+                writeSharedPageByPage(owner, at, length);
+                at += length;
+                continue;
+            }
+            if (sealed) {
+                into.copyFrom(pages);
+            }
+            SnapshotFormat.writeRecordHeader(data, sealed ? PRIVATE : SHARED, at, length);
+            if (sealed) {
+                data.write(SnapshotFormat.seal(key, streamId, records, PRIVATE, at, buffer, length));
+                Arrays.fill(buffer, 0, length, (byte) 0);  // private bytes do not linger on the heap
+            } else {
+                data.write(buffer, 0, length);
+            }
+            records++;
+            pageBytes += length;
+            at += length;
+        }
+    }
+
+    /** Writes each page of {@code [at, at + length)} that is shared now, one record each. */
+    private void writeSharedPageByPage(Binding owner, long at, int length) throws IOException {
+        int page = (int) GuestMemory.PAGE_SIZE;
+        MemorySegment into = MemorySegment.ofArray(buffer).asSlice(0, page);
+        for (long p = at; p < at + length; p += page) {
+            if (!memory.copyIfShared(owner.pages().asSlice(p - owner.offset(), page), p, into)) {
+                continue;
+            }
+            SnapshotFormat.writeRecordHeader(data, SHARED, p, page);
+            data.write(buffer, 0, page);
+            records++;
+            pageBytes += page;
+        }
+    }
+
+    @Override
+    public long pageBytes() {
+        return pageBytes;
+    }
+
+    @Override
+    public void finish() throws IOException {
+        if (finished) {
+            return;
+        }
+        finished = true;
+        data.writeByte(END);
+        data.writeLong(records);
+        data.flush();
+        byte[] sum = digest.digest();
+        raw.write(SnapshotFormat.seal(key, streamId, TRAILER_RECORD, END, records, sum, sum.length));
+        raw.flush();
+    }
+
+    @Override
+    public void flush() throws IOException {
+        data.flush();
+    }
+
+    /** A finished stream takes no more records: they would follow its trailer, where a reader refuses them. */
+    private void ensureOpen(String op) {
+        if (finished) {
+            throw new GuestMemoryException(Errno.EINVAL, op, "the stream is finished", -1);
+        }
+    }
+}
