@@ -59,11 +59,28 @@ class GuestMemoryModelTest {
     /** What a sequence runs in: which backing, and whether pages start shared. */
     record Setup(Backing backing, boolean initShared) { }
 
-    /** Page-granular offsets, mostly valid, sometimes not. */
+    /**
+     * Page-granular offsets, mostly valid, sometimes not. Two thirds of the valid ones fall
+     * in the first two pages, so that writes, conversions and reads meet on one page often: a
+     * conversion that keeps bytes it should zero shows only where a write, two conversions
+     * and a read touch one page in that order (measured: 16 sequences in 1000 catch that
+     * break, against 1 in 1300 with uniform offsets).
+     */
     static Gen<Long> pageOffsets() {
+        Gen<Integer> pages = Gen.frequency(Gen.weighted(1, Gen.ints(0, PAGES - 1)), Gen.weighted(2, Gen.ints(0, 1)));
         return Gen.frequency(
-                Gen.weighted(3, Gen.ints(0, PAGES - 1).map(p -> (long) p * PAGE)),
+                Gen.weighted(3, pages.map(p -> (long) p * PAGE)),
                 Gen.weighted(1, Gen.elements((long) -PAGE, 1L, (long) SIZE, (long) SIZE + PAGE, PAGE + 7L)));
+    }
+
+    /** Offsets in a host mapping for reads, writes and leases: mostly in its first two pages, else anywhere. */
+    static Gen<Long> hostOffsets() {
+        return Gen.frequency(Gen.weighted(1, Gen.longs(0, SIZE)), Gen.weighted(2, Gen.longs(0, 2L * PAGE)));
+    }
+
+    /** Byte counts for reads, writes and leases: up to two pages, or a few bytes (which meet less by chance). */
+    static Gen<Integer> byteCounts() {
+        return Gen.oneOf(Gen.ints(1, 2 * PAGE), Gen.ints(1, 64));
     }
 
     /** Page-granular lengths, mostly short, sometimes the whole file, sometimes invalid. */
@@ -74,7 +91,10 @@ class GuestMemoryModelTest {
                 Gen.weighted(1, Gen.elements(0L, 100L, (long) -PAGE, (long) SIZE * 2)));
     }
 
-    /** {@return the operations, each kind as often as its weight says} */
+    /**
+     * {@return the operations, each kind as often as its weight says} Close is rarer than the
+     * rest: every operation after it fails with EBADF, which a run still sees thousands of times.
+     */
     static Gen<Op> operations() {
         // Index 0 is the mapping of the whole file every sequence starts with.
         Gen<Integer> which = Gen.frequency(Gen.weighted(6, Gen.constant(0)), Gen.weighted(2, Gen.constant(1)),
@@ -82,31 +102,32 @@ class GuestMemoryModelTest {
         Gen<Integer> laterMapping = Gen.frequency(Gen.weighted(2, Gen.constant(1)), Gen.weighted(1, Gen.constant(2)));
         Gen<Long> offsets = pageOffsets();
         Gen<Long> lengths = pageLengths();
-        Gen<Long> at = Gen.longs(0, SIZE);
-        Gen<Integer> byteCounts = Gen.ints(1, 2 * PAGE);
+        Gen<Long> at = hostOffsets();
+        Gen<Integer> byteCounts = byteCounts();
         Gen<Attribute> attributes = Gen.elements(Attribute.values());
         Gen<Content> contents = Gen.elements(Content.values());
         Gen<Byte> bytes = Gen.bytes();
         return Gen.frequency(
-                Gen.weighted(2, r -> new Allocate(offsets.next(r), lengths.next(r))),
-                Gen.weighted(2, r -> new Punch(offsets.next(r), lengths.next(r))),
-                Gen.weighted(5, r -> new Convert(offsets.next(r), lengths.next(r), attributes.next(r), contents.next(r))),
-                Gen.weighted(2, r -> new Map(Gen.ints(0, PAGES).next(r) * (long) PAGE,
+                Gen.weighted(6, r -> new Allocate(offsets.next(r), lengths.next(r))),
+                Gen.weighted(6, r -> new Punch(offsets.next(r), lengths.next(r))),
+                Gen.weighted(15, r -> new Convert(offsets.next(r), lengths.next(r), attributes.next(r), contents.next(r))),
+                Gen.weighted(6, r -> new Map(Gen.ints(0, PAGES).next(r) * (long) PAGE,
                         Gen.ints(1, PAGES + 2).next(r) * (long) PAGE)),
-                Gen.weighted(1, laterMapping.map(Unmap::new)),
-                Gen.weighted(5, r -> new Write(which.next(r), at.next(r), byteCounts.next(r), bytes.next(r))),
-                Gen.weighted(5, r -> new Read(which.next(r), at.next(r), byteCounts.next(r))),
-                Gen.weighted(2, r -> new Lease(which.next(r), at.next(r), byteCounts.next(r))),
-                Gen.weighted(1, which.map(Unlease::new)),
-                Gen.weighted(2, r -> new Pin(offsets.next(r), lengths.next(r))),
-                Gen.weighted(2, which.map(Unpin::new)),
+                Gen.weighted(3, laterMapping.map(Unmap::new)),
+                Gen.weighted(15, r -> new Write(which.next(r), at.next(r), byteCounts.next(r), bytes.next(r))),
+                Gen.weighted(15, r -> new Read(which.next(r), at.next(r), byteCounts.next(r))),
+                Gen.weighted(6, r -> new Lease(which.next(r), at.next(r), byteCounts.next(r))),
+                Gen.weighted(3, which.map(Unlease::new)),
+                Gen.weighted(6, r -> new Pin(offsets.next(r), lengths.next(r))),
+                Gen.weighted(6, which.map(Unpin::new)),
                 Gen.weighted(1, Gen.constant(new Close())));
     }
 
     /**
      * {@return simpler forms of {@code op} for shrinking, simplest first} Ranges move towards
      * offset 0 and one page in page steps; host accesses towards the first mapping, offset 0
-     * and one byte; a written value towards 1 (0 would be indistinguishable from a zeroed page).
+     * and one byte (at their start or their end); a written value towards 1 (0 would be
+     * indistinguishable from a zeroed page).
      */
     static List<Op> simpler(Op op) {
         return switch (op) {
@@ -122,17 +143,20 @@ class GuestMemoryModelTest {
                     Shrink.towards(w.which(), 0).stream().map(x -> new Write(x, w.at(), w.length(), w.value())),
                     Shrink.towards(w.at(), 0, 1).stream().map(x -> new Write(w.which(), x, w.length(), w.value())),
                     Shrink.towards(w.length(), 1).stream().map(x -> new Write(w.which(), w.at(), x, w.value())),
+                    Shrink.towards(w.length(), 1).stream().map(x -> new Write(w.which(), w.at() + w.length() - x, x, w.value())),
                     Stream.of(new Write(w.which(), w.at(), w.length(), (byte) (w.value() == 0 ? 0 : 1))))
                     .<Op>flatMap(x -> x).toList();
             case Read r -> Stream.of(
                     Shrink.towards(r.which(), 0).stream().map(x -> new Read(x, r.at(), r.length())),
                     Shrink.towards(r.at(), 0, 1).stream().map(x -> new Read(r.which(), x, r.length())),
-                    Shrink.towards(r.length(), 1).stream().map(x -> new Read(r.which(), r.at(), x)))
+                    Shrink.towards(r.length(), 1).stream().map(x -> new Read(r.which(), r.at(), x)),
+                    Shrink.towards(r.length(), 1).stream().map(x -> new Read(r.which(), r.at() + r.length() - x, x)))
                     .<Op>flatMap(x -> x).toList();
             case Lease l -> Stream.of(
                     Shrink.towards(l.which(), 0).stream().map(x -> new Lease(x, l.at(), l.length())),
                     Shrink.towards(l.at(), 0, 1).stream().map(x -> new Lease(l.which(), x, l.length())),
-                    Shrink.towards(l.length(), 1).stream().map(x -> new Lease(l.which(), l.at(), x)))
+                    Shrink.towards(l.length(), 1).stream().map(x -> new Lease(l.which(), l.at(), x)),
+                    Shrink.towards(l.length(), 1).stream().map(x -> new Lease(l.which(), l.at() + l.length() - x, x)))
                     .<Op>flatMap(x -> x).toList();
             case Close c -> List.of();
         };
