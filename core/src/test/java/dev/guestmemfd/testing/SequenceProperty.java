@@ -13,10 +13,9 @@ import java.util.function.Function;
  * from its own seed; on the first failure, shrink the sequence to a smaller one that still
  * fails the same way, and fail with both sequences and the seed that replays the case.
  *
- * <p>Try {@code i} draws its set-up and then its operations from a {@link SplittableRandom}
- * seeded with {@code base + i * 0x9E3779B97F4A7C15}: try 0 of a run from seed {@code s} is
- * the try whose seed is {@code s}, so {@code -Dgmem.seed=s -Dgmem.tries=1} replays one try
- * exactly. The base seed comes from {@link #seed(long)}, else the system property
+ * <p>Each try draws its set-up and then its operations from a {@link SplittableRandom}
+ * seeded with its own try seed ({@link #trySeed}); try 0's seed is the base seed, so
+ * {@code -Dgmem.seed=s -Dgmem.tries=1} replays exactly the try whose seed is {@code s}. The base seed comes from {@link #seed(long)}, else the system property
  * {@value #SEED_PROPERTY}, else is chosen at random; it is printed before the first try, so a
  * CI log always allows the run to be repeated. {@value #TRIES_PROPERTY} overrides the number
  * of tries.
@@ -34,7 +33,6 @@ public final class SequenceProperty<S, T> {
     public static final String SEED_PROPERTY = "gmem.seed";
     /** The system property with a number of tries that overrides the test's own. */
     public static final String TRIES_PROPERTY = "gmem.tries";
-    private static final long GOLDEN_GAMMA = 0x9E3779B97F4A7C15L;
 
     /** The property itself: throws (an assertion error, usually) when it does not hold. */
     @FunctionalInterface
@@ -97,14 +95,24 @@ public final class SequenceProperty<S, T> {
         return this;
     }
 
-    /** {@return the seed of try {@code index} of a run from {@code base}} */
+    /**
+     * {@return the seed of try {@code index} of a run from {@code base}} Try 0's is the base
+     * itself; the others are the values a {@link SplittableRandom} seeded with the base draws.
+     * (Seeds {@code base + index * gamma} would not do: SplittableRandom adds that very gamma
+     * per value, so each try would draw the previous try's values shifted by one.)
+     */
     public static long trySeed(long base, int index) {
-        return base + index * GOLDEN_GAMMA;
+        SplittableRandom seeds = new SplittableRandom(base);
+        long seed = base;
+        for (int i = 0; i < index; i++) {
+            seed = seeds.nextLong();
+        }
+        return seed;
     }
 
-    /** {@return the set-up and operations that try {@code index} of a run from {@code base} draws} */
-    public Case<S, T> draw(long base, int index) {
-        SplittableRandom random = new SplittableRandom(trySeed(base, index));
+    /** {@return the set-up and operations that the try with seed {@code trySeed} draws} */
+    public Case<S, T> draw(long trySeed) {
+        SplittableRandom random = new SplittableRandom(trySeed);
         S s = setup.next(random);
         return new Case<>(s, operations.next(random));
     }
@@ -119,11 +127,13 @@ public final class SequenceProperty<S, T> {
         int count = Integer.getInteger(TRIES_PROPERTY, tries);
         System.out.printf("%s: %d sequence%s from seed %d (re-run with -D%s=%d)%n",
                 name, count, count == 1 ? "" : "s", base, SEED_PROPERTY, base);
-        for (int i = 0; i < count; i++) {
-            Case<S, T> drawn = draw(base, i);
+        SplittableRandom seeds = new SplittableRandom(base);
+        long trySeed = base;
+        for (int i = 0; i < count; i++, trySeed = seeds.nextLong()) {
+            Case<S, T> drawn = draw(trySeed);
             Throwable failure = failure(property, drawn.setup(), drawn.operations());
             if (failure != null) {
-                throw shrink(property, base, i, drawn, failure);
+                throw shrink(property, base, i, trySeed, drawn, failure);
             }
         }
     }
@@ -145,10 +155,10 @@ public final class SequenceProperty<S, T> {
         }
     }
 
-    private Falsified shrink(Check<S, T> property, long base, int index, Case<S, T> drawn, Throwable first) {
+    private Falsified shrink(Check<S, T> property, long base, int index, long trySeed, Case<S, T> drawn,
+                             Throwable first) {
         Shrinker shrinker = new Shrinker(property, drawn.setup(), first.getClass());
         List<T> smallest = shrinker.shrink(drawn.operations(), first);
-        long trySeed = trySeed(base, index);
         String module = Path.of(System.getProperty("user.dir")).getFileName().toString();
         StringBuilder message = new StringBuilder()
                 .append(name).append(" failed at try ").append(index + 1)

@@ -63,6 +63,19 @@ class SequencePropertyTest {
     }
 
     @Test
+    void triesDrawIndependentSequences() {
+        // Seeds one gamma apart would make try i+1 draw try i's values shifted by one.
+        var property = SequenceProperty.of("SequencePropertyTest", Gen.constant(""), Gen.ints(0, 1_000_000), 5, 5);
+        int shifted = 0;
+        for (int i = 0; i < 200; i++) {
+            List<Integer> now = property.draw(SequenceProperty.trySeed(5, i)).operations();
+            List<Integer> next = property.draw(SequenceProperty.trySeed(5, i + 1)).operations();
+            shifted += now.subList(1, 5).equals(next.subList(0, 4)) ? 1 : 0;
+        }
+        assertThat(shifted).isZero();
+    }
+
+    @Test
     void aSmallerSequenceThatFailsOtherwiseIsNotTaken() {
         // Sequences of three or more that sum to 1000 fail the property; shorter ones with a
         // big value throw something else, which must not pass for the same failure.
