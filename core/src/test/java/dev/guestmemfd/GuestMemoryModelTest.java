@@ -61,10 +61,10 @@ class GuestMemoryModelTest {
 
     /**
      * Page-granular offsets, mostly valid, sometimes not. Two thirds of the valid ones fall
-     * in the first two pages, so that writes, conversions and reads meet on one page often: a
-     * conversion that keeps bytes it should zero shows only where a write, two conversions
-     * and a read touch one page in that order (measured: 16 sequences in 1000 catch that
-     * break, against 1 in 1300 with uniform offsets).
+     * in the first two pages, so that writes and conversions meet on one page often: a
+     * conversion that keeps bytes it should zero shows only where a write and two conversions
+     * touch one page in that order (measured with ZERO and PRESERVE swapped in convert, 6000
+     * sequences on MEMFD: 100 fail, against 42 with offsets uniform over the file).
      */
     static Gen<Long> pageOffsets() {
         Gen<Integer> pages = Gen.frequency(Gen.weighted(1, Gen.ints(0, PAGES - 1)), Gen.weighted(2, Gen.ints(0, 1)));
@@ -389,6 +389,9 @@ class GuestMemoryModelTest {
                         }
                     }
                     case Close c -> {
+                        if (!model.closed) {
+                            checkSharedBytes(maps.getFirst(), model, "before " + op);
+                        }
                         memory.close();
                         count(op, "ok");
                         model.closed = true;
@@ -475,6 +478,9 @@ class GuestMemoryModelTest {
                     checkChangeLog(changes.drain(), privateBefore, bytesBefore, model, op);
                 }
             }
+            if (!model.closed) {
+                checkSharedBytes(maps.getFirst(), model, "at the end");
+            }
         } finally {
             afterTry();
         }
@@ -502,6 +508,19 @@ class GuestMemoryModelTest {
                     || !Arrays.equals(bytesBefore, p * PAGE, (p + 1) * PAGE, model.bytes, p * PAGE, (p + 1) * PAGE);
             if (changed) {
                 assertThat(drained.get(p)).as("page %d changed by %s but the change log misses it", p, op).isTrue();
+            }
+        }
+    }
+
+    /**
+     * Every shared page holds the model's bytes, read through the mapping of the whole file:
+     * a wrong byte shows even where no Read of the sequence happens to look.
+     */
+    static void checkSharedBytes(HostMapping whole, Model model, String when) {
+        for (int p = 0; p < PAGES; p++) {
+            if (!model.privatePage[p]) {
+                assertThat(whole.read((long) p * PAGE, PAGE)).as("bytes of shared page %d %s", p, when)
+                        .isEqualTo(Arrays.copyOfRange(model.bytes, p * PAGE, (p + 1) * PAGE));
             }
         }
     }
