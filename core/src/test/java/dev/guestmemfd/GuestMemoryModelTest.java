@@ -321,7 +321,8 @@ class GuestMemoryModelTest {
             skipped.append(String.format(" (%s skipped: %s)", b, b.unavailableReason().orElseThrow()));
         }
         System.out.printf("%s: backings drawn: %s%s%n", name, backings, skipped);
-        Gen<Setup> setups = r -> new Setup(Gen.elements(backings).next(r), r.nextBoolean());
+        Gen<Backing> drawn = Gen.elements(backings);
+        Gen<Setup> setups = r -> new Setup(drawn.next(r), r.nextBoolean());
         SequenceProperty.of(name, setups, operations(), 5, 60)
                 .tries(TRIES)
                 .simplerOperations(GuestMemoryModelTest::simpler)

@@ -18,7 +18,7 @@ import java.util.function.Function;
  * {@code -Dgmem.seed=s -Dgmem.tries=1} replays exactly the try whose seed is {@code s}. The base seed comes from {@link #seed(long)}, else the system property
  * {@value #SEED_PROPERTY}, else is chosen at random; it is printed before the first try, so a
  * CI log always allows the run to be repeated. {@value #TRIES_PROPERTY} overrides the number
- * of tries.
+ * of tries (unless the seed is fixed in code).
  *
  * <p>Shrinking is deterministic too: it deletes chunks of operations (halves, quarters, ...,
  * single operations) while the property still fails with the same kind of throwable, then
@@ -73,7 +73,10 @@ public final class SequenceProperty<S, T> {
         return this;
     }
 
-    /** {@return this property, to run from {@code base} whatever {@value #SEED_PROPERTY} says} */
+    /**
+     * {@return this property, to run from {@code base} and for its own number of tries,
+     * whatever {@value #SEED_PROPERTY} and {@value #TRIES_PROPERTY} say}
+     */
     public SequenceProperty<S, T> seed(long base) {
         this.seed = base;
         return this;
@@ -123,8 +126,9 @@ public final class SequenceProperty<S, T> {
      * @throws Falsified on the first try that fails, after shrinking it
      */
     public void check(Check<S, T> property) {
+        // A seed fixed in code makes a fixed run: the harness's own tests must not follow -Dgmem.tries.
         long base = seed != null ? seed : configuredSeed();
-        int count = Integer.getInteger(TRIES_PROPERTY, tries);
+        int count = seed != null ? tries : Integer.getInteger(TRIES_PROPERTY, tries);
         System.out.printf("%s: %d sequence%s from seed %d (re-run with -D%s=%d)%n",
                 name, count, count == 1 ? "" : "s", base, SEED_PROPERTY, base);
         SplittableRandom seeds = new SplittableRandom(base);
