@@ -2,16 +2,15 @@ package dev.guestmemfd.internal;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import dev.guestmemfd.testing.Gen;
+import dev.guestmemfd.testing.SequenceProperty;
+import dev.guestmemfd.testing.Shrink;
 import java.util.ArrayList;
 import java.util.BitSet;
 import java.util.List;
-import net.jqwik.api.Arbitraries;
-import net.jqwik.api.Arbitrary;
-import net.jqwik.api.Combinators;
-import net.jqwik.api.ForAll;
-import net.jqwik.api.Property;
-import net.jqwik.api.Provide;
+import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.Timeout;
 
 /** PageBits against a plain BitSet, across chunk boundaries and container changes. */
 class PageBitsTest {
@@ -20,21 +19,47 @@ class PageBitsTest {
 
     record Set(int start, int end, boolean value) { }
 
-    @Provide
-    Arbitrary<List<Set>> sets() {
-        Arbitrary<Integer> page = Arbitraries.oneOf(
-                Arbitraries.integers().between(0, PAGES),
-                Arbitraries.of(0, PageBits.CHUNK_PAGES, 2 * PageBits.CHUNK_PAGES, PAGES),
-                Arbitraries.integers().between(0, 300));
-        Arbitrary<Set> set = Combinators.combine(page, Arbitraries.integers().between(0, 2000), Arbitraries.of(true, false))
-                .as((s, len, v) -> new Set(Math.min(s, PAGES), Math.min(PAGES, s + len), v));
-        Arbitrary<Set> wide = Combinators.combine(page, page, Arbitraries.of(true, false))
-                .as((a, b, v) -> new Set(Math.min(a, b), Math.max(a, b), v));
-        return Arbitraries.oneOf(set, set, wide).list().ofMaxSize(80);
+    /** How the bits start: all set or all clear, and whether chunk 1 is a bitmap already. */
+    record Start(boolean initial, boolean striped) { }
+
+    static Gen<Set> sets() {
+        Gen<Integer> page = Gen.oneOf(
+                Gen.ints(0, PAGES),
+                Gen.elements(0, PageBits.CHUNK_PAGES, 2 * PageBits.CHUNK_PAGES, PAGES),
+                Gen.ints(0, 300));
+        Gen<Boolean> values = Gen.booleans();
+        Gen<Integer> lengths = Gen.ints(0, 2000);
+        Gen<Set> set = r -> {
+            int s = page.next(r);
+            int len = lengths.next(r);
+            return new Set(Math.min(s, PAGES), Math.min(PAGES, s + len), values.next(r));
+        };
+        Gen<Set> wide = r -> {
+            int a = page.next(r);
+            int b = page.next(r);
+            return new Set(Math.min(a, b), Math.max(a, b), values.next(r));
+        };
+        return Gen.frequency(Gen.weighted(2, set), Gen.weighted(1, wide));
     }
 
-    @Property(tries = 400)
-    void behavesLikeABitSet(@ForAll("sets") List<Set> sets, @ForAll boolean initial, @ForAll boolean striped) {
+    /** {@return shorter ranges: the same start, a nearer end; then the same length, nearer page 0} */
+    static List<Set> simpler(Set s) {
+        List<Set> simpler = new ArrayList<>();
+        Shrink.towards(s.end(), s.start()).forEach(end -> simpler.add(new Set(s.start(), end, s.value())));
+        Shrink.towards(s.start(), 0).forEach(start -> simpler.add(new Set(start, start + s.end() - s.start(), s.value())));
+        return simpler;
+    }
+
+    @Test
+    @Timeout(value = 5, unit = TimeUnit.MINUTES)
+    void behavesLikeABitSet() {
+        SequenceProperty.of("PageBitsTest", r -> new Start(r.nextBoolean(), r.nextBoolean()), sets(), 0, 80)
+                .tries(400)
+                .simplerOperations(PageBitsTest::simpler)
+                .check((start, sets) -> behavesLikeABitSet(sets, start.initial(), start.striped()));
+    }
+
+    static void behavesLikeABitSet(List<Set> sets, boolean initial, boolean striped) {
         PageBits bits = new PageBits(initial, PAGES);
         BitSet model = new BitSet(PAGES);
         if (initial) {
