@@ -518,6 +518,108 @@ public final class Snapshot {
             throw (RuntimeException) cause;
         }
 
+        /**
+         * Reads the rest of the stream without applying it: checks every record as
+         * {@link #restore} does, opens every sealed one and checks the end, but needs no target
+         * file and marks nothing in the replay guard. For checking a snapshot file on a host that
+         * could not restore it.
+         *
+         * @param states told each owner state record, opened, in order
+         * @return what the stream holds
+         * @throws GuestMemoryException {@code EBADMSG} for a truncated, corrupted or wrong-key
+         *                              stream, {@code EFBIG} for a file over 8 TiB
+         */
+        public SnapshotContents verify(Consumer<byte[]> states) throws IOException {
+            op = "verify";
+            long pages = fileSize / GuestMemory.PAGE_SIZE;
+            if (pages > Integer.MAX_VALUE) {
+                throw new GuestMemoryException(Errno.EFBIG, op, "pages are tracked with an int index: files up to 8 TiB", -1);
+            }
+            BitSet recorded = new BitSet();
+            BitSet allocated = new BitSet();
+            BitSet privates = new BitSet();
+            long sharedBytes = 0;
+            long privateBytes = 0;
+            long stateBytes = 0;
+            int stateRecords = 0;
+            int rounds = 0;
+            long lastOffset = Long.MAX_VALUE;
+            byte[] buffer = new byte[CHUNK + TAG_BYTES];
+            try {
+                while (true) {
+                    int kind = data.readUnsignedByte();
+                    if (kind == END) {
+                        checkDigest();
+                        break;
+                    }
+                    if (kind == STATE) {
+                        byte[] state = readStateBody();
+                        stateRecords++;
+                        stateBytes += state.length;
+                        states.accept(state);
+                        continue;
+                    }
+                    long offset = data.readLong();
+                    int length = data.readInt();
+                    long bytes;
+                    if (kind == PRIVATE_HOLE || kind == SHARED_HOLE) {
+                        bytes = (long) length * GuestMemory.PAGE_SIZE;
+                        if (length <= 0 || offset < 0 || offset % GuestMemory.PAGE_SIZE != 0 || offset > fileSize - bytes) {
+                            throw bad(op, "record " + records + " is malformed");
+                        }
+                    } else {
+                        if ((kind != SHARED && kind != PRIVATE) || length <= 0 || length > CHUNK || offset < 0
+                                || offset % GuestMemory.PAGE_SIZE != 0 || length % GuestMemory.PAGE_SIZE != 0
+                                || offset > fileSize - length) {
+                            throw bad(op, "record " + records + " is malformed");
+                        }
+                        bytes = length;
+                        int bodyLength = kind == PRIVATE ? length + TAG_BYTES : length;
+                        data.readFully(buffer, 0, bodyLength);
+                        if (kind == PRIVATE) {
+                            Arrays.fill(open(key, streamId, records, PRIVATE, offset, Arrays.copyOf(buffer, bodyLength), op), (byte) 0);
+                            privateBytes += length;
+                        } else {
+                            sharedBytes += length;
+                        }
+                    }
+                    if (offset <= lastOffset) {
+                        rounds++;
+                    }
+                    lastOffset = offset;
+                    int first = (int) (offset / GuestMemory.PAGE_SIZE);
+                    int end = (int) ((offset + bytes) / GuestMemory.PAGE_SIZE);
+                    recorded.set(first, end);
+                    allocated.set(first, end, kind == SHARED || kind == PRIVATE);
+                    privates.set(first, end, kind == PRIVATE || kind == PRIVATE_HOLE);
+                    records++;
+                }
+            } catch (EOFException truncated) {
+                throw bad(op, "the stream ends early");
+            }
+            BitSet sharedAllocated = (BitSet) allocated.clone();
+            sharedAllocated.andNot(privates);
+            BitSet privateAllocated = (BitSet) allocated.clone();
+            privateAllocated.and(privates);
+            BitSet privateHoles = (BitSet) privates.clone();
+            privateHoles.andNot(allocated);
+            long sharedHoles = recorded.cardinality() - allocated.cardinality() - privateHoles.cardinality();
+            return new SnapshotContents(fileSize, records, rounds, sharedAllocated.cardinality(), privateAllocated.cardinality(),
+                    sharedHoles, privateHoles.cardinality(), sharedBytes, privateBytes, stateRecords, stateBytes);
+        }
+
+        /** Checks the end's record count and sealed digest, as {@code checkEnd} does, without the replay guard. */
+        private void checkDigest() throws IOException {
+            long count = data.readLong();
+            byte[] expected = digest.digest();
+            byte[] trailer = new byte[32 + TAG_BYTES];
+            new DataInputStream(raw).readFully(trailer);
+            byte[] sealedDigest = open(key, streamId, Long.MAX_VALUE, END, count, trailer, op);
+            if (count != records || !MessageDigest.isEqual(sealedDigest, expected)) {
+                throw bad(op, "the stream was altered (its authenticated digest does not match)");
+            }
+        }
+
         private GuestMemoryException alreadyRestored() {
             return new GuestMemoryException(Errno.EALREADY, op, "stream " + HexFormat.of().formatHex(streamId)
                     + " was already restored (replay)", -1);
