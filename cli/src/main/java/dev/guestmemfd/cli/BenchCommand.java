@@ -90,6 +90,7 @@ final class BenchCommand implements Callable<Integer> {
             System.out.println(Json.write(out));
         } else {
             text.forEach(System.out::println);
+            System.out.println(missed.isEmpty() ? "every goal met" : "goals missed (" + Goal.MISSED + "): " + String.join(", ", missed));
         }
         return 0;
     }
