@@ -7,8 +7,10 @@ package dev.guestmemfd;
  *
  * @param fileSize     bytes of the file the stream was taken from
  * @param records      records before the end, owner state included
- * @param rounds       passes over the file: a snapshot makes one, a pre-copy migration one per
- *                     round (a pass ends where a page record goes back to a lower offset)
+ * @param rounds       passes over the file as the records show them: a snapshot makes one, a
+ *                     pre-copy migration one per round. A pass ends where a page record goes back
+ *                     to the offset of an earlier one or below; a round that only sends pages above
+ *                     the last of the round before is counted with that round.
  * @param sharedPages  pages that end shared and hold memory
  * @param privatePages pages that end private and hold memory
  * @param sharedHoles  pages that end shared and hold none
