@@ -84,8 +84,9 @@ final class SnapshotVerifyCommand implements Callable<Integer> {
             System.out.printf(Locale.ROOT, "%s: a whole snapshot (format %d), every record and seal checked with %s%n",
                     file, Snapshot.VERSION, keyFile);
             if (machine != null) {
-                System.out.printf(Locale.ROOT, "machine       the %s guest, %d vCPU(s), %s of memory on the %s backing%n",
-                        machine.get("program"), machine.get("vcpus"), MemoryMapView.human(contents.fileSize()), machine.get("backing"));
+                long vcpus = (Long) machine.get("vcpus");
+                System.out.printf(Locale.ROOT, "machine       the %s guest, %d vCPU%s, %s of memory on the %s backing%n",
+                        machine.get("program"), vcpus, vcpus == 1 ? "" : "s", MemoryMapView.human(contents.fileSize()), machine.get("backing"));
             }
             System.out.printf(Locale.ROOT, "pages         %,d in all: %,d shared and %,d private hold memory; %,d shared and %,d private are holes%s%n",
                     contents.fileSize() / GuestMemory.PAGE_SIZE, contents.sharedPages(), contents.privatePages(),
