@@ -3,7 +3,6 @@
 module dev.guestmemfd.cli {
     requires dev.guestmemfd;
     requires dev.guestmemfd.kvm;
-    requires dev.guestmemfd.linux;
     requires info.picocli;
     requires java.xml;
     requires HdrHistogram;

@@ -167,6 +167,21 @@ public final class Snapshot {
          *                              the restore wrote stay allocated, reading zero
          */
         void restore(List<Binding> owners, Consumer<byte[]> states) throws IOException;
+
+        /**
+         * Reads the rest of the stream without applying it: checks every record as
+         * {@link #restore} does, opens every sealed one and checks the end, but needs no target
+         * file and marks nothing in the replay guard. For checking a snapshot file on a host that
+         * could not restore it.
+         *
+         * @param states told each owner state record, opened, in order
+         * @return what the stream holds
+         * @throws GuestMemoryException {@code EBADMSG} for a truncated, corrupted or wrong-key
+         *                              stream, or bytes after its end ({@link Framing#WHOLE_INPUT});
+         *                              {@code EFBIG} for a file over 8 TiB; {@code EINVAL} once
+         *                              the stream was handed to restore or verify
+         */
+        SnapshotContents verify(Consumer<byte[]> states) throws IOException;
     }
 
     /**

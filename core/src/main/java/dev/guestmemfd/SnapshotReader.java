@@ -184,11 +184,26 @@ final class SnapshotReader implements Snapshot.Reader {
         final BitSet named = new BitSet();
         /** Of the named pages, those whose last record made them private. */
         final BitSet privateAtEnd = new BitSet();
+        long sharedBytes;
+        long privateBytes;
+        /** Passes over the file: a pass ends where a record goes back to a lower offset. */
+        int rounds;
+        long lastOffset = Long.MAX_VALUE;
+
+        void recorded(long offset) {
+            if (offset <= lastOffset) {
+                rounds++;
+            }
+            lastOffset = offset;
+        }
     }
 
-    /** Applies every record to the held file and checks the end; {@return the owner state records, in order} */
+    /**
+     * Applies every record to the held file, or with no target only checks it, and checks the
+     * end; {@return the owner state records, in order}
+     */
     private List<byte[]> apply(BindingCover target, Staged staged) throws IOException {
-        GuestMemory memory = target.memory();
+        GuestMemory memory = target == null ? null : target.memory();
         List<byte[]> states = new ArrayList<>();
         byte[] buffer = new byte[CHUNK + TAG_BYTES];
         while (true) {
@@ -211,6 +226,7 @@ final class SnapshotReader implements Snapshot.Reader {
                 int first = (int) (offset / GuestMemory.PAGE_SIZE);
                 int end = first + length;
                 punchWritten(memory, staged.written, first, end);  // sent earlier, freed since
+                staged.recorded(offset);
                 staged.named.set(first, end);
                 staged.privateAtEnd.set(first, end, kind == PRIVATE_HOLE);
                 records++;
@@ -228,7 +244,15 @@ final class SnapshotReader implements Snapshot.Reader {
                     : buffer;
             // Every page is private until publish: the bytes land where host code cannot reach
             // them, whatever the record's kind, and whatever an earlier record put there.
-            target.copyIn(offset, plain, length);
+            if (target != null) {
+                target.copyIn(offset, plain, length);
+            }
+            if (kind == PRIVATE) {
+                staged.privateBytes += length;
+            } else {
+                staged.sharedBytes += length;
+            }
+            staged.recorded(offset);
             if (kind == PRIVATE) {
                 Arrays.fill(plain, (byte) 0);  // private bytes do not linger on the heap
             }
@@ -306,10 +330,13 @@ final class SnapshotReader implements Snapshot.Reader {
         memory.convert(first * GuestMemory.PAGE_SIZE, (end - first) * GuestMemory.PAGE_SIZE, Attribute.SHARED, Content.PRESERVE);
     }
 
+    /** Punches the written pages of {@code [first, end)}; with no file (a verify) only forgets them. */
     private static void punchWritten(GuestMemory memory, BitSet written, int first, int end) {
         for (int p = written.nextSetBit(first); p >= 0 && p < end; ) {
             int stop = Math.min(end, written.nextClearBit(p));
-            memory.punchHole(p * GuestMemory.PAGE_SIZE, (stop - p) * GuestMemory.PAGE_SIZE);
+            if (memory != null) {
+                memory.punchHole(p * GuestMemory.PAGE_SIZE, (stop - p) * GuestMemory.PAGE_SIZE);
+            }
             written.clear(p, stop);
             p = written.nextSetBit(stop);
         }
@@ -329,6 +356,41 @@ final class SnapshotReader implements Snapshot.Reader {
             throw io;
         }
         throw (RuntimeException) cause;
+    }
+
+    @Override
+    public SnapshotContents verify(Consumer<byte[]> states) throws IOException {
+        if (restoring) {
+            throw new GuestMemoryException(Errno.EINVAL, "verify", "this reader already read its stream", -1);
+        }
+        restoring = true;
+        op = "verify";
+        if (fileSize / GuestMemory.PAGE_SIZE > Integer.MAX_VALUE) {
+            throw new GuestMemoryException(Errno.EFBIG, op, "pages are tracked with an int index: files up to 8 TiB", -1);
+        }
+        Staged staged = new Staged();
+        List<byte[]> stateRecords;
+        try {
+            stateRecords = apply(null, staged);
+        } catch (EOFException truncated) {
+            throw bad(op, "the stream ends early");
+        }
+        long stateBytes = 0;
+        for (byte[] state : stateRecords) {
+            stateBytes += state.length;
+            states.accept(state);
+        }
+        BitSet sharedPages = (BitSet) staged.written.clone();
+        sharedPages.andNot(staged.privateAtEnd);
+        BitSet privatePages = (BitSet) staged.written.clone();
+        privatePages.and(staged.privateAtEnd);
+        BitSet holes = (BitSet) staged.named.clone();
+        holes.andNot(staged.written);
+        BitSet privateHoles = (BitSet) holes.clone();
+        privateHoles.and(staged.privateAtEnd);
+        return new SnapshotContents(fileSize, records, staged.rounds, sharedPages.cardinality(), privatePages.cardinality(),
+                holes.cardinality() - privateHoles.cardinality(), privateHoles.cardinality(),
+                staged.sharedBytes, staged.privateBytes, stateRecords.size(), stateBytes);
     }
 
     private GuestMemoryException alreadyRestored() {

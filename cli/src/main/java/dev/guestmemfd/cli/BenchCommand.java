@@ -39,7 +39,7 @@ import picocli.CommandLine.Option;
  * {@code gmem bench}: the library side by side with the kernel, in one run, as ratios.
  * The kernel side is {@code benchmarks/c/kernel_bench.c}, built here with gcc.
  */
-@Command(name = "bench", description = {
+@Command(name = "bench", mixinStandardHelpOptions = true, description = {
     "Measure the library against the kernel on the same work, conversion cost and rate,",
     "revocation latency, metadata, and a guest's speed. Figures are noisy here: compare ratios."})
 final class BenchCommand implements Callable<Integer> {
@@ -57,6 +57,19 @@ final class BenchCommand implements Callable<Integer> {
     private Path kernelBench;
     private String kernelBenchProblem;
     private final List<String> text = new ArrayList<>();
+    /** Figures that missed their goal, as "group: figure". */
+    private final List<String> missed = new ArrayList<>();
+
+    /** Checks {@code value} against {@code goal}: records a miss, puts goal and verdict in {@code row}, returns the text marker. */
+    private String judge(String figure, Goal goal, double value, Map<String, Object> row) {
+        boolean met = goal.met(value);
+        row.put("goal", goal.text());
+        row.put("goalMet", met);
+        if (!met) {
+            missed.add(figure);
+        }
+        return goal.mark(value);
+    }
 
     @Override
     public Integer call() throws Exception {
@@ -72,10 +85,12 @@ final class BenchCommand implements Callable<Integer> {
         out.put("revocation", revocation());
         out.put("metadata", metadata());
         out.put("guest", guest());
+        out.put("goalsMissed", missed);
         if (json) {
             System.out.println(Json.write(out));
         } else {
             text.forEach(System.out::println);
+            System.out.println(missed.isEmpty() ? "every goal met" : "goals missed (" + Goal.MISSED + "): " + String.join(", ", missed));
         }
         return 0;
     }
@@ -165,6 +180,14 @@ final class BenchCommand implements Callable<Integer> {
 
     // ------------------------------------------------------------------ 1. overhead
 
+    static final Goal OVERHEAD_GOAL = Goal.atMost(1.05, "ratio <= 1.05");
+    /** "Flat" made a number: no range size may cost more than twice a single page's conversion. */
+    static final double FLAT = 2.0;
+    static final Goal RATE_GOAL = Goal.atLeast(1_000_000, ">= 1,000,000 per second");
+    static final Goal REVOCATION_GOAL = Goal.atMost(100_000, "p99 <= 100 us");
+    static final Goal METADATA_GOAL = Goal.atMost(2.0, "<= 2 bits per page");
+    static final Goal GUEST_GOAL = Goal.atLeast(0.95, "speed ratio >= 0.95");
+
     private List<Object> overhead() throws Exception {
         long size = quick ? 64 * MIB : GIB;
         int reps = quick ? 3 : 5;
@@ -175,9 +198,12 @@ final class BenchCommand implements Callable<Integer> {
             say("   skipped: %s", kernelBenchProblem);
             return rows;
         }
+        // The kernel side has memfd and guest_memfd; the kernel's only where this host offers it.
         List<Backing> backings = new ArrayList<>(List.of(Backing.MEMFD));
-        if (Kvm.available()) {
+        if (Backing.KERNEL.isAvailable()) {
             backings.add(Backing.KERNEL);
+        } else {
+            say("   kernel backing skipped: %s", Backing.KERNEL.unavailableReason().orElse(""));
         }
         for (Backing backing : backings) {
             for (String op : List.of("allocate", "punch", "populate", "touch")) {
@@ -190,8 +216,6 @@ final class BenchCommand implements Callable<Integer> {
                 Stats l = Stats.of(lib);
                 Stats k = Stats.of(kernel);
                 double ratio = (double) l.median() / k.median();
-                say("   %-7s %-9s library %9s  kernel %9s  ratio %.2f", backing.name().toLowerCase(Locale.ROOT), op,
-                        ms(l.median()), ms(k.median()), ratio);
                 Map<String, Object> row = new LinkedHashMap<>();
                 row.put("backing", backing.name().toLowerCase(Locale.ROOT));
                 row.put("operation", op);
@@ -199,6 +223,9 @@ final class BenchCommand implements Callable<Integer> {
                 row.put("library", l.json());
                 row.put("kernel", k.json());
                 row.put("ratio", round(ratio));
+                String mark = judge("overhead " + row.get("backing") + " " + op, OVERHEAD_GOAL, round(ratio), row);
+                say("   %-7s %-9s library %9s  kernel %9s  ratio %.2f%s", backing.name().toLowerCase(Locale.ROOT), op,
+                        ms(l.median()), ms(k.median()), ratio, mark);
                 rows.add(row);
             }
         }
@@ -246,12 +273,14 @@ final class BenchCommand implements Callable<Integer> {
     private List<Object> conversionCost() {
         int reps = quick ? 20 : 100;
         List<Object> rows = new ArrayList<>();
-        say("2. Conversion cost against range size, 1 GiB file, nothing mapped (median of %d, goal: flat)", reps);
+        say("2. Conversion cost against range size, 1 GiB file, nothing mapped (median of %d, goal: flat, at most %.0fx a page's)",
+                reps, FLAT);
         try (GuestMemory memory = GuestMemory.create(GIB, FLAGS, Backing.MEMFD)) {
             for (int i = 0; i < 20_000; i++) {  // warm-up: measure compiled code, as JMH would
                 memory.convert(0, PAGE, Attribute.PRIVATE, Content.PRESERVE);
                 memory.convert(0, PAGE, Attribute.SHARED, Content.PRESERVE);
             }
+            long pageMedian = 0;
             for (long size : new long[] {4096, 64 * 1024, 2 * MIB, 64 * MIB, GIB}) {
                 long[] ns = new long[reps];
                 for (int i = 0; i < reps; i++) {
@@ -261,10 +290,17 @@ final class BenchCommand implements Callable<Integer> {
                     memory.convert(0, size, Attribute.SHARED, Content.PRESERVE);
                 }
                 Stats s = Stats.of(ns);
-                say("   %9s  %8.1f us", MemoryMapView.human(size), s.median() / 1e3);
+                if (size == PAGE) {
+                    pageMedian = Math.max(1, s.median());
+                }
                 Map<String, Object> row = new LinkedHashMap<>();
                 row.put("bytes", size);
                 row.put("toPrivate", s.json());
+                double times = round((double) s.median() / pageMedian);
+                row.put("timesAPage", times);
+                String mark = judge("conversion cost " + MemoryMapView.human(size),
+                        Goal.atMost(FLAT, "at most " + (int) FLAT + "x a page's cost"), times, row);
+                say("   %9s  %8.1f us%s", MemoryMapView.human(size), s.median() / 1e3, mark);
                 rows.add(row);
             }
         }
@@ -286,10 +322,11 @@ final class BenchCommand implements Callable<Integer> {
             }
             long ns = System.nanoTime() - t;
             double rate = n / (ns / 1e9);
-            say("   random 4 KiB conversions on 1 GiB, one thread: %,.0f per second (goal >= 1,000,000)", rate);
             out.put("conversions", n);
             out.put("ns", ns);
             out.put("perSecond", Math.round(rate));
+            String mark = judge("conversion rate", RATE_GOAL, rate, out);
+            say("   random 4 KiB conversions on 1 GiB, one thread: %,.0f per second (goal >= 1,000,000)%s", rate, mark);
             out.put("metadataBytes", memory.metadataBytes());
         }
         return out;
@@ -356,8 +393,9 @@ final class BenchCommand implements Callable<Integer> {
             long p50 = histogram.getValueAtPercentile(50);
             long p99 = histogram.getValueAtPercentile(99);
             long max = histogram.getMaxValue();
-            say("   p50 %.1f us, p99 %.1f us, max %.1f us; %,d leases revoked mid-read, %,d host reads",
-                    p50 / 1e3, p99 / 1e3, max / 1e3, revoked.get(), reads.get());
+            String mark = judge("revocation p99", REVOCATION_GOAL, p99, out);
+            say("   p50 %.1f us, p99 %.1f us, max %.1f us; %,d leases revoked mid-read, %,d host reads%s",
+                    p50 / 1e3, p99 / 1e3, max / 1e3, revoked.get(), reads.get(), mark);
             out.put("conversions", n);
             out.put("p50Ns", p50);
             out.put("p99Ns", p99);
@@ -382,10 +420,12 @@ final class BenchCommand implements Callable<Integer> {
                 memory.convert(random.nextLong(pages) * PAGE, PAGE, Attribute.PRIVATE, Content.PRESERVE);
             }
             long bytes = memory.metadataBytes();
-            say("   1 TiB file after %,d random 4 KiB conversions: %,d bytes (%.1f bytes per conversion, %.4f bits per page)",
-                    n, bytes, (double) bytes / n, bytes * 8.0 / pages);
-            out.put("scattered", Map.of("fileBytes", tib, "conversions", n, "metadataBytes", bytes,
+            Map<String, Object> row = new LinkedHashMap<>(Map.of("fileBytes", tib, "conversions", n, "metadataBytes", bytes,
                     "bitsPerPage", round(bytes * 8.0 / pages)));
+            String mark = judge("metadata scattered", METADATA_GOAL, bytes * 8.0 / pages, row);
+            say("   1 TiB file after %,d random 4 KiB conversions: %,d bytes (%.1f bytes per conversion, %.4f bits per page)%s",
+                    n, bytes, (double) bytes / n, bytes * 8.0 / pages, mark);
+            out.put("scattered", row);
         }
         try (GuestMemory memory = GuestMemory.create(GIB, FLAGS, Backing.MEMFD)) {
             long pages = GIB / PAGE;
@@ -393,8 +433,11 @@ final class BenchCommand implements Callable<Integer> {
                 memory.convert(p * PAGE, PAGE, Attribute.PRIVATE, Content.PRESERVE);
             }
             long bytes = memory.metadataBytes();
-            say("   worst case, every other page private over 1 GiB: %,d bytes, %.2f bits per page", bytes, bytes * 8.0 / pages);
-            out.put("worstCase", Map.of("fileBytes", GIB, "metadataBytes", bytes, "bitsPerPage", round(bytes * 8.0 / pages)));
+            Map<String, Object> row = new LinkedHashMap<>(Map.of("fileBytes", GIB, "metadataBytes", bytes,
+                    "bitsPerPage", round(bytes * 8.0 / pages)));
+            String mark = judge("metadata worst case", METADATA_GOAL, bytes * 8.0 / pages, row);
+            say("   worst case, every other page private over 1 GiB: %,d bytes, %.2f bits per page%s", bytes, bytes * 8.0 / pages, mark);
+            out.put("worstCase", row);
         }
         return out;
     }
@@ -407,9 +450,11 @@ final class BenchCommand implements Callable<Integer> {
         Map<String, Object> out = new LinkedHashMap<>();
         say("5. Guest side: the touch-all guest over %s, library-managed memory vs a guest_memfd memslot set up by C alone (goal >= 0.95)",
                 MemoryMapView.human(size));
-        if (!Kvm.available() || kernelBench == null) {
-            say("   skipped: %s", !Kvm.available() ? "no /dev/kvm" : kernelBenchProblem);
-            out.put("skipped", !Kvm.available() ? "no /dev/kvm" : kernelBenchProblem);
+        String skipped = Backing.KERNEL.unavailableReason().map(r -> "the guest needs the kernel's guest_memfd: " + r)
+                .orElse(kernelBench == null ? kernelBenchProblem : null);
+        if (skipped != null) {
+            say("   skipped: %s", skipped);
+            out.put("skipped", skipped);
             return out;
         }
         Path guestBin = Files.createTempFile("touch_all", ".bin");
@@ -432,11 +477,12 @@ final class BenchCommand implements Callable<Integer> {
         Stats l = Stats.of(lib);
         Stats k = Stats.of(kernel);
         double ratio = (double) k.median() / l.median();
-        say("   library %s, C %s: speed ratio %.2f (C time / library time)", ms(l.median()), ms(k.median()), ratio);
         out.put("bytes", size);
         out.put("library", l.json());
         out.put("kernel", k.json());
         out.put("ratio", round(ratio));
+        String mark = judge("guest speed", GUEST_GOAL, round(ratio), out);
+        say("   library %s, C %s: speed ratio %.2f (C time / library time)%s", ms(l.median()), ms(k.median()), ratio, mark);
         out.put("guestRegionStart", GuestLayout.region(0));
         return out;
     }

@@ -24,9 +24,10 @@ import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-@Command(name = "demo", description = {
+@Command(name = "demo", mixinStandardHelpOptions = true, description = {
     "Boot a real KVM guest whose memory is a guestmemfd file: the guest keeps a secret in a",
-    "private page and shares a message; the host reads the message and is refused the secret."})
+    "private page and shares a message; the host reads the message and is refused the secret.",
+    "Without KVM, the library alone plays the same story on a file of the same size."})
 final class DemoCommand implements Callable<Integer> {
     static final long MEMORY = GuestLayout.memoryFor(1) + (4L << 20);
     static final long SECRET = GuestLayout.region(0);
@@ -44,8 +45,11 @@ final class DemoCommand implements Callable<Integer> {
     @Override
     public Integer call() throws InterruptedException {
         colour = !json && System.console() != null;
+        if (backing != null) {
+            GuestOptions.requireAvailable(backing);  // refused, never replaced by another
+        }
         HostInfo host = HostInfo.probe();
-        Map<String, Object> result = host.kvm() ? withGuest(host) : libraryAlone(host);
+        Map<String, Object> result = host.kvm() ? withGuest(host) : libraryAlone(host, backing != null ? backing : Backing.MEMFD);
         if (json) {
             System.out.println(Json.write(result));
         } else {
@@ -128,16 +132,16 @@ final class DemoCommand implements Callable<Integer> {
             out.put("launchDigest", machine.launchDigest().hex());
             out.put("conversionPath", host.conversionPath());
             say("");
-            say("conversions: " + memory.conversions() + ", guest stopped: " + out.get("exit")
-                    + ", pages: " + pages.shared() + " shared, " + pages.privates() + " private, " + pages.absent() + " absent");
+            say("conversions: " + memory.conversions() + ", guest stopped: " + out.get("exit") + ", " + pageLine(pages));
         }
         return out;
     }
 
-    private Map<String, Object> libraryAlone(HostInfo host) {
-        say("No KVM here (" + host.kvmError() + "): skipping the guest; showing the library alone.");
+    private Map<String, Object> libraryAlone(HostInfo host, Backing chosen) {
+        say("No KVM here (" + host.kvmError() + "): skipping the guest; showing the library alone,");
+        say("on the " + GuestOptions.name(chosen) + " backing.");
         Map<String, Object> out = new LinkedHashMap<>();
-        try (GuestMemory memory = GuestMemory.create(MEMORY, Flag.MMAP.bit() | Flag.INIT_SHARED.bit(), Backing.MEMFD);
+        try (GuestMemory memory = GuestMemory.create(MEMORY, Flag.MMAP.bit() | Flag.INIT_SHARED.bit(), chosen);
              HostMapping map = memory.map(0, MEMORY)) {
             Binding owner = memory.bind(new Owner() { }, 0, MEMORY);
             memory.convert(SECRET, GuestMemory.PAGE_SIZE, Attribute.PRIVATE, Content.ZERO);
@@ -154,18 +158,30 @@ final class DemoCommand implements Callable<Integer> {
             }
             say("host read the shared buffer: \"" + message + "\"");
             drawMap("memory map:", memory);
+            // As the guest does at its end: the secret's page given back (zeroed), the buffer freed.
             memory.convert(SECRET, GuestMemory.PAGE_SIZE, Attribute.SHARED, Content.ZERO);
             memory.punchHole(BUFFER, GuestMemory.PAGE_SIZE);
-            out.put("backing", "memfd");
+            drawMap("memory map after the page was given back and the buffer freed:", memory);
+            // The counts of the JSON and of the story's last line are taken at one moment, after the map.
+            PageCounts pages = memory.pageCounts();
+            say("");
+            say("conversions: " + memory.conversions() + ", guest: skipped, no KVM; " + pageLine(pages));
+            out.put("backing", GuestOptions.name(chosen));
             out.put("guestOutput", "");
             out.put("hostReadShared", "ok");
             out.put("hostMessage", message);
             out.put("hostReadPrivate", denied);
             out.put("conversions", memory.conversions());
             out.put("exit", "skipped: no KVM");
-            out.put("pages", pageJson(memory.pageCounts()));
+            out.put("pages", pageJson(pages));
         }
         return out;
+    }
+
+    /** {@return the page counts as the story's last line says them: the same numbers as the JSON's} */
+    static String pageLine(PageCounts pages) {
+        return String.format(java.util.Locale.ROOT, "pages: %d in all, %d shared and %d private; %d allocated, %d absent",
+                pages.pages(), pages.shared(), pages.privates(), pages.allocated(), pages.absent());
     }
 
     private static Map<String, Object> pageJson(PageCounts pages) {
@@ -173,6 +189,7 @@ final class DemoCommand implements Callable<Integer> {
         json.put("total", pages.pages());
         json.put("shared", pages.shared());
         json.put("private", pages.privates());
+        json.put("allocated", pages.allocated());
         json.put("absent", pages.absent());
         return json;
     }

@@ -3,43 +3,61 @@ package dev.guestmemfd.cli;
 import dev.guestmemfd.Backing;
 import dev.guestmemfd.kvm.Capabilities;
 import dev.guestmemfd.kvm.Kvm;
-import dev.guestmemfd.linux.Fd;
-import dev.guestmemfd.linux.LinuxException;
-import dev.guestmemfd.linux.Memfd;
+import dev.guestmemfd.kvm.KvmException;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.EnumMap;
 import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Locale;
 import java.util.Map;
+import java.util.Optional;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
 
-/** What this host offers to guest memory, and what the library will use here and why. */
-record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kvmError, String memfdSecret,
-                String thpAnonymous, String thpShmem, long hugePages) {
+/**
+ * What this host offers to guest memory, and what the library will use here and why. It asks
+ * the library (which backings, and why not) and the KVM owner (whether {@code /dev/kvm} is
+ * usable, and why not; its capabilities): it calls no native code of its own.
+ *
+ * @param kvmError  why KVM cannot be used here, or null when it can
+ * @param backings  each backing's reason to be unavailable here, empty when it is available
+ */
+record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kvmError,
+                Map<Backing, Optional<String>> backings, String thpAnonymous, String thpShmem, long hugePages) {
+
+    /** What works on a host without KVM: everything but running guests. */
+    static final List<String> WORKS_WITHOUT_KVM = List.of(
+            "the library: files, conversions, host mappings, leases and pins",
+            "the MEMFD and SECRET backings (where listed as available)",
+            "the architecture models (SEV-SNP, TDX, pKVM, CCA, Gunyah) as owners",
+            "snapshot streams, and `gmem snapshot verify` on a snapshot file",
+            "`gmem script`, `gmem map`, and the library part of `gmem demo` and `gmem bench`");
+
+    /** What needs KVM. */
+    static final List<String> NEEDS_KVM = List.of(
+            "the KERNEL backing (the kernel's guest_memfd)", "running guests: the demo's guest, `gmem migrate`,"
+                    + " `gmem snapshot` (to take one) and `gmem restore`", "the guest part of `gmem bench`");
 
     static HostInfo probe() {
         Capabilities caps = null;
-        String kvmError = null;
-        boolean kvm = Kvm.available();
+        String kvmError = Kvm.unavailableReason().orElse(null);
+        boolean kvm = kvmError == null;
         if (kvm) {
             try (Kvm k = Kvm.open()) {
                 caps = k.capabilities();
-            } catch (RuntimeException e) {
+            } catch (KvmException e) {
                 kvm = false;
                 kvmError = e.getMessage();
             }
-        } else {
-            kvmError = Files.exists(Kvm.DEVICE) ? "/dev/kvm is not readable and writable by this user" : "no /dev/kvm";
         }
-        String secret;
-        try {
-            Fd.close(Memfd.createSecret(Memfd.SECRET_CLOEXEC));
-            secret = "yes";
-        } catch (LinuxException e) {
-            secret = "no (" + e.errnoName() + ")";
+        Map<Backing, Optional<String>> backings = new EnumMap<>(Backing.class);
+        for (Backing b : Backing.values()) {
+            backings.put(b, b.unavailableReason());
         }
-        return new HostInfo(read("/proc/sys/kernel/osrelease"), kvm, caps, kvmError, secret,
+        return new HostInfo(read("/proc/sys/kernel/osrelease"), kvm, caps, kvmError, backings,
                 selected(read("/sys/kernel/mm/transparent_hugepage/enabled")),
                 selected(read("/sys/kernel/mm/transparent_hugepage/shmem_enabled")), readHugePages());
     }
@@ -64,10 +82,10 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
 
     /** {@return true when the kernel's guest_memfd can back the library here} */
     boolean kernelGuestMemfd() {
-        return kvm && capabilities.guestMemfd() && (capabilities.guestMemfdFlags() & 3) == 3;
+        return kvm && backings.get(Backing.KERNEL).isEmpty();
     }
 
-    /** {@return the backing the demo uses here} */
+    /** {@return the backing a guest uses here unless told: the kernel's guest_memfd where there is one} */
     Backing preferredBacking() {
         return kernelGuestMemfd() ? Backing.KERNEL : Backing.MEMFD;
     }
@@ -77,7 +95,8 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
             return "the kernel's guest_memfd: KVM has it with MMAP and INIT_SHARED, so KVM binds the file directly";
         }
         if (kvm) {
-            return "a memfd with ordinary memslots: this KVM's guest_memfd lacks MMAP/INIT_SHARED, which the library needs to map it";
+            return "a memfd with ordinary memslots: this KVM's guest_memfd cannot be used ("
+                    + backings.get(Backing.KERNEL).orElse("") + ")";
         }
         return "a memfd: there is no KVM here";
     }
@@ -86,9 +105,11 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
         if (kvm && capabilities.kernelPrivateMemory()) {
             return "the kernel and the library: KVM keeps pages private (KVM_SET_MEMORY_ATTRIBUTES), the library keeps the host out";
         }
+        if (!kvm) {
+            return "the library alone: it keeps the host out of private pages (no guest runs here)";
+        }
         return "the library alone: this kernel keeps no private memory (KVM_CAP_MEMORY_ATTRIBUTES = "
-                + (kvm ? capabilities.memoryAttributes() : 0)
-                + "), so the library enforces the host side and the guest can reach every page";
+                + capabilities.memoryAttributes() + "), so the library enforces the host side and the guest can reach every page";
     }
 
     String guestRequests() {
@@ -105,21 +126,17 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
         if (!kvm) {
             return paths;
         }
-        java.util.List<Backing> backings = new java.util.ArrayList<>(java.util.List.of(Backing.MEMFD));
-        if (memfdSecret.equals("yes")) {
-            backings.add(Backing.SECRET);
-        }
-        if (kernelGuestMemfd()) {
-            backings.add(Backing.KERNEL);
-        }
         try (Kvm k = Kvm.open()) {
-            for (Backing b : backings) {
+            for (Backing b : Backing.available()) {
                 String refusal = dev.guestmemfd.kvm.Migration.dirtyLoggingRefusal(k, b);
-                paths.put(b.name().toLowerCase(java.util.Locale.ROOT),
-                        refusal == null ? "pre-copy (the memslot logs dirty pages)" : "stop-and-copy (" + refusal + ")");
+                paths.put(name(b), refusal == null ? "pre-copy (the memslot logs dirty pages)" : "stop-and-copy (" + refusal + ")");
             }
         }
         return paths;
+    }
+
+    private static String name(Backing b) {
+        return b.name().toLowerCase(Locale.ROOT);
     }
 
     Map<String, Object> toJson() {
@@ -134,14 +151,24 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
             kvmJson.put("exitHypercall", capabilities.exitHypercall());
         } else {
             kvmJson.put("reason", kvmError);
+            kvmJson.put("stillWorks", WORKS_WITHOUT_KVM);
+            kvmJson.put("needsKvm", NEEDS_KVM);
         }
+        Map<String, Object> backingJson = new LinkedHashMap<>();
+        backings.forEach((b, reason) -> {
+            Map<String, Object> one = new LinkedHashMap<>();
+            one.put("available", reason.isEmpty());
+            one.put("reason", reason.orElse(null));
+            backingJson.put(name(b), one);
+        });
         Map<String, Object> json = new LinkedHashMap<>();
         json.put("kernel", kernel);
         json.put("kvm", kvmJson);
-        json.put("memfdSecret", memfdSecret);
+        json.put("backings", backingJson);
+        json.put("memfdSecret", backings.get(Backing.SECRET).map(r -> "no (" + r + ")").orElse("yes"));
         json.put("transparentHugePages", Map.of("anonymous", thpAnonymous, "shmem", thpShmem));
         json.put("hugetlbPages", hugePages);
-        json.put("backing", preferredBacking().name().toLowerCase(java.util.Locale.ROOT));
+        json.put("backing", name(preferredBacking()));
         json.put("backingReason", backingReason());
         json.put("conversionPath", conversionPath());
         json.put("guestRequests", guestRequests());
@@ -163,9 +190,10 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
                     .append(capabilities.kernelPrivateMemory() ? " (the kernel keeps private pages)" : " (none: the kernel keeps no private pages)")
                     .append('\n');
         } else {
-            out.append("/dev/kvm            no: ").append(kvmError).append('\n');
+            out.append(Gmem.wrap("/dev/kvm            ", "no: " + kvmError, 100));
         }
-        out.append("memfd_secret        ").append(memfdSecret).append('\n');
+        backings.forEach((b, reason) -> out.append(Gmem.wrap(String.format(Locale.ROOT, "backing %-11s ", name(b)),
+                reason.map(r -> "no: " + r).orElse("yes"), 100)));
         out.append("huge pages          THP ").append(thpAnonymous).append(" (anonymous), ").append(thpShmem)
                 .append(" (shmem); hugetlb pages reserved: ").append(hugePages).append('\n');
         out.append('\n');
@@ -173,21 +201,27 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
         out.append("private pages       ").append(conversionPath()).append('\n');
         out.append("guest requests      ").append(guestRequests()).append('\n');
         migrationPaths().forEach((backing, path) ->
-                out.append(String.format(java.util.Locale.ROOT, "migration %-9s %s%n", backing, path)));
+                out.append(String.format(Locale.ROOT, "migration %-9s %s%n", backing, path)));
+        if (!kvm) {
+            out.append('\n').append("without KVM, these still work:\n");
+            WORKS_WITHOUT_KVM.forEach(w -> out.append("  - ").append(w).append('\n'));
+            out.append("these need KVM:\n");
+            NEEDS_KVM.forEach(w -> out.append("  - ").append(w).append('\n'));
+        }
         return out.toString();
     }
 
     private static String flagNames(long flags) {
-        StringBuilder names = new StringBuilder();
+        List<String> names = new ArrayList<>();
         if ((flags & 1) != 0) {
-            names.append(" MMAP");
+            names.add("MMAP");
         }
         if ((flags & 2) != 0) {
-            names.append(" INIT_SHARED");
+            names.add("INIT_SHARED");
         }
         if ((flags & 4) != 0) {
-            names.append(" NO_DIRECT_MAP");
+            names.add("NO_DIRECT_MAP");
         }
-        return names.isEmpty() ? "" : " (" + names.toString().trim() + ")";
+        return names.isEmpty() ? "" : " (" + String.join(" ", names) + ")";
     }
 }

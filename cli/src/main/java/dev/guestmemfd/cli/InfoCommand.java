@@ -4,7 +4,7 @@ import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
-@Command(name = "info", description = "What this host offers to guest memory, and what the library uses here and why.")
+@Command(name = "info", mixinStandardHelpOptions = true, description = "What this host offers to guest memory, and what the library uses here and why.")
 final class InfoCommand implements Callable<Integer> {
     @Option(names = "--json", description = "Print one JSON object.")
     boolean json;

@@ -11,7 +11,7 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
-@Command(name = "map", description = {
+@Command(name = "map", mixinStandardHelpOptions = true, description = {
     "Draw a file's pages (shared, private, absent) after running a script;",
     "without one, the demo's scenario."})
 final class MapCommand implements Callable<Integer> {
@@ -37,8 +37,14 @@ final class MapCommand implements Callable<Integer> {
             "convert 0x700000 0x100000 private zero");
 
     @Override
-    public Integer call() throws IOException {
-        List<String> lines = script == null ? DEMO_SCENARIO : ScriptCommand.readScript(script);
+    public Integer call() {
+        if (svg != null) {
+            UserFiles.requireWritable("--svg", svg);  // before the script runs: a wrong path fails at once
+        }
+        if (backing != null) {
+            GuestOptions.requireAvailable(backing);
+        }
+        List<String> lines = script == null ? DEMO_SCENARIO : UserFiles.readLines("script", script);
         boolean[] drawn = new boolean[1];
         boolean ok = ScriptCommand.runKeeping(lines, backing, false, runner -> {
             GuestMemory memory = runner.memory();
@@ -57,7 +63,7 @@ final class MapCommand implements Callable<Integer> {
                 try {
                     Files.writeString(svg, view.svg());
                 } catch (IOException e) {
-                    throw new java.io.UncheckedIOException(e);
+                    throw Failure.io("--svg " + svg, e);
                 }
                 System.out.println("SVG written to " + svg);
             }

@@ -212,6 +212,9 @@ final class MemoryMapView {
     }
 
     static String human(long bytes) {
+        if (bytes >= 1L << 40 && bytes % (1L << 40) == 0) {
+            return (bytes >> 40) + " TiB";
+        }
         if (bytes >= 1L << 30 && bytes % (1L << 30) == 0) {
             return (bytes >> 30) + " GiB";
         }

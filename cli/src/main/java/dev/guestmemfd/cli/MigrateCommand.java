@@ -23,7 +23,7 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
-@Command(name = "migrate", description = {
+@Command(name = "migrate", mixinStandardHelpOptions = true, description = {
     "Move a running guest to another process over loopback TCP, its private pages and registers",
     "sealed by the two owners: pre-copy where the memslots log dirty pages (memfd, memfd_secret),",
     "stop-and-copy where the kernel refuses (guest_memfd). --demo runs both ends here and checks",
@@ -60,10 +60,30 @@ final class MigrateCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        if (!Kvm.available()) {
-            System.err.println("gmem: migrate needs /dev/kvm, which this host lacks");
-            return 1;
+        // The arguments first, then the host: a wrong command line is told as such on any host.
+        int modes = (demo ? 1 : 0) + (receive ? 1 : 0) + (listen != null ? 1 : 0) + (to != null ? 1 : 0);
+        if (modes != 1) {
+            throw Failure.usage(modes == 0 ? "say --demo (both ends here), or --listen PORT and --to HOST:PORT (one end each)"
+                    : "--demo, --listen and --to exclude each other: choose one");
         }
+        if (listen != null && (listen < 0 || listen > 65535)) {
+            throw Failure.usage("--listen " + listen + ": a port is 0 to 65535");
+        }
+        String toHost = null;
+        int toPort = 0;
+        if (to != null) {
+            int colon = to.lastIndexOf(':');
+            if (colon <= 0 || !to.substring(colon + 1).matches("[0-9]{1,5}") || Integer.parseInt(to.substring(colon + 1)) > 65535) {
+                throw Failure.usage("--to " + to + ": HOST:PORT expected, the port 0 to 65535");
+            }
+            toHost = to.substring(0, colon);
+            toPort = Integer.parseInt(to.substring(colon + 1));
+        }
+        if (runMs < 0) {
+            throw Failure.usage("--run-ms " + runMs + ": a duration is 0 or more");
+        }
+        guest.check();
+        GuestOptions.requireKvm("migrate (it runs a guest)");
         if (receive) {
             return receiveAndRun();
         }
@@ -71,14 +91,10 @@ final class MigrateCommand implements Callable<Integer> {
             return listenAndRun(listen);
         }
         if (to != null) {
-            return sendTo(to);
-        }
-        if (!demo) {
-            throw new CommandLine.ParameterException(spec.commandLine(),
-                    "say --demo (both ends here), or --listen PORT and --to HOST:PORT (one end each)");
+            return sendTo(toHost, toPort);
         }
         HostInfo host = HostInfo.probe();
-        Machine.Config config = guest.config(host, spec);
+        Machine.Config config = guest.config(host);
         Process child = new ProcessBuilder(childCommand()).redirectError(ProcessBuilder.Redirect.INHERIT).start();
         BufferedReader childOut = new BufferedReader(new InputStreamReader(child.getInputStream(), StandardCharsets.UTF_8));
         String portLine = childOut.readLine();
@@ -156,14 +172,17 @@ final class MigrateCommand implements Callable<Integer> {
     }
 
     /** The source of a two-terminal migration. */
-    private int sendTo(String address) throws Exception {
-        int colon = address.lastIndexOf(':');
-        if (colon <= 0) {
-            throw new CommandLine.ParameterException(spec.commandLine(), "--to takes HOST:PORT, not '" + address + "'");
-        }
-        Machine.Config config = guest.config(HostInfo.probe(), spec);
+    private int sendTo(String host, int port) throws Exception {
+        String address = host + ":" + port;
+        Machine.Config config = guest.config(HostInfo.probe());
         Sent sent;
-        try (Socket socket = new Socket(address.substring(0, colon), Integer.parseInt(address.substring(colon + 1)))) {
+        Socket connected;
+        try {
+            connected = new Socket(host, port);
+        } catch (java.io.IOException e) {
+            throw Failure.io("--to " + address, e);
+        }
+        try (Socket socket = connected) {
             sent = send(config, socket);
         }
         Migration.Report report = sent.report();

@@ -1,6 +1,7 @@
 package dev.guestmemfd.cli;
 
 import dev.guestmemfd.GuestMemory;
+import dev.guestmemfd.GuestMemoryException;
 import dev.guestmemfd.Snapshot;
 import dev.guestmemfd.kvm.Kvm;
 import dev.guestmemfd.kvm.Machine;
@@ -19,7 +20,7 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
-@Command(name = "restore", description = {
+@Command(name = "restore", mixinStandardHelpOptions = true, description = {
     "Load a guest saved by `gmem snapshot` and run it on: the file is checked as it is read (a",
     "cut, altered or wrong-key file is refused, EBADMSG, and nothing runs)."})
 final class RestoreCommand implements Callable<Integer> {
@@ -37,12 +38,14 @@ final class RestoreCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        if (!Kvm.available()) {
-            System.err.println("gmem: restore runs a guest and needs /dev/kvm, which this host lacks");
-            return 1;
+        // The arguments and files first, then the host: a wrong path is told as such on any host.
+        if (runMs < 0) {
+            throw Failure.usage("--run-ms " + runMs + ": a duration is 0 or more");
         }
+        UserFiles.requireReadable("snapshot file", file);
         Path keyFile = key != null ? key : SnapshotKey.besides(file);
         var secret = SnapshotKey.read(keyFile);
+        GuestOptions.requireKvm("restore (it runs the guest; `gmem snapshot verify " + file + "` checks the file without KVM)");
         Map<String, Object> out = new LinkedHashMap<>();
         try (Kvm kvm = Kvm.open()) {
             long start = System.nanoTime();
@@ -51,6 +54,8 @@ final class RestoreCommand implements Callable<Integer> {
                  InputStream in = new BufferedInputStream(bar.track(Files.newInputStream(file)), 1 << 16)) {
                 // A new guard: a snapshot file may be restored again, as a VM image is booted again.
                 machine = Migration.load(kvm, secret, in, new Snapshot.ReplayGuard());
+            } catch (GuestMemoryException e) {
+                throw new Failure(e.errno(), "snapshot file " + file + ": " + e.getMessage());
             }
             long loaded = System.nanoTime() - start;
             try (machine) {

@@ -1,19 +1,13 @@
 package dev.guestmemfd.cli;
 
 import dev.guestmemfd.Backing;
-import java.io.BufferedReader;
-import java.io.IOException;
-import java.io.InputStreamReader;
-import java.nio.charset.StandardCharsets;
-import java.nio.file.Files;
-import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
-@Command(name = "script", description = {
+@Command(name = "script", mixinStandardHelpOptions = true, description = {
     "Run a script of guest_memfd operations, one result line per command.",
     "Commands: create SIZE [mmap] [init_shared] [no_direct_map] [flags=HEX] [backing=memfd|secret|kernel],",
     "stat, fallocate MODE OFFSET LEN, mmap OFFSET LEN [shared|private], munmap ID,",
@@ -27,15 +21,11 @@ final class ScriptCommand implements Callable<Integer> {
     Backing backing;
 
     @Override
-    public Integer call() throws IOException {
-        return run(readScript(file), backing, true) ? 0 : 2;
-    }
-
-    static List<String> readScript(String file) throws IOException {
-        if (file.equals("-")) {
-            return new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8)).lines().toList();
+    public Integer call() {
+        if (backing != null) {
+            GuestOptions.requireAvailable(backing);
         }
-        return Files.readAllLines(Path.of(file));
+        return run(UserFiles.readLines("script", file), backing, true) ? 0 : 2;
     }
 
     /**
@@ -65,6 +55,10 @@ final class ScriptCommand implements Callable<Integer> {
                 }
                 if (result != null && print) {
                     System.out.println(result);
+                }
+                String note = runner.takeNote();
+                if (note != null) {
+                    System.err.println("gmem: line " + n + ": " + note);
                 }
             }
             after.accept(runner);

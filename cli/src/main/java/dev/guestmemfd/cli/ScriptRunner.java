@@ -32,6 +32,7 @@ final class ScriptRunner implements AutoCloseable {
     }
 
     private final Backing defaultBacking;
+    private String note;
     private GuestMemory memory;
     private final List<HostMapping> maps = new ArrayList<>();
     private final List<Pin> pins = new ArrayList<>();
@@ -86,10 +87,11 @@ final class ScriptRunner implements AutoCloseable {
                 }
                 case "write" -> {
                     args(w, 4, 4);
+                    byte value = byteHex(w[4]);
                     HostMapping map = maps.get(id(w[1], maps));
                     long at = number(w[2]);
-                    byte[] data = new byte[Math.toIntExact(number(w[3]))];
-                    Arrays.fill(data, (byte) Integer.parseInt(w[4], 16));
+                    byte[] data = new byte[length("write", number(w[3]))];
+                    Arrays.fill(data, value);
                     if (outside(map, at, data.length)) {
                         yield "fault";
                     }
@@ -100,7 +102,7 @@ final class ScriptRunner implements AutoCloseable {
                     args(w, 3, 3);
                     HostMapping map = maps.get(id(w[1], maps));
                     long at = number(w[2]);
-                    int length = Math.toIntExact(number(w[3]));
+                    int length = length("read", number(w[3]));
                     if (outside(map, at, length)) {
                         yield "fault";
                     }
@@ -138,8 +140,43 @@ final class ScriptRunner implements AutoCloseable {
         } catch (HostAccessFault fault) {
             return "fault";
         } catch (GuestMemoryException e) {
+            if (w[0].equals("create") && e.errno().equals(Errno.ENODEV)) {
+                note = e.getMessage();  // which backing, and why this host lacks it
+            }
             return "err " + e.errno();
         }
+    }
+
+    /**
+     * {@return what the last line's refusal needs said beyond its errno, once, or null} A
+     * create refused ENODEV says which backing this host lacks and why; a negative length
+     * says so. Standard output keeps one result per line; this goes to standard error.
+     */
+    String takeNote() {
+        String n = note;
+        note = null;
+        return n;
+    }
+
+    /** {@return a read or write length: at most 2 GiB, the largest array} @throws GuestMemoryException EINVAL when negative */
+    private int length(String op, long length) {
+        if (length < 0) {
+            note = op + ": length " + length + " is negative";
+            throw new GuestMemoryException(Errno.EINVAL, op, "negative length " + length, -1);
+        }
+        if (length > Integer.MAX_VALUE - 8) {
+            throw new Malformed(op + " of " + length + " bytes: at most 2 GiB at once");
+        }
+        return (int) length;
+    }
+
+    /** {@return a byte written as one or two hex digits, 0 to ff} */
+    static byte byteHex(String w) {
+        String digits = w.startsWith("0x") || w.startsWith("0X") ? w.substring(2) : w;
+        if (!digits.matches("[0-9a-fA-F]{1,2}")) {
+            throw new Malformed("'" + w + "' is not a byte: one or two hex digits, 00 to ff");
+        }
+        return (byte) Integer.parseInt(digits, 16);
     }
 
     /** Bytes allocated per call when a large allocation shows its progress. */

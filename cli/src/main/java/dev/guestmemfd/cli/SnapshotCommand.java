@@ -22,10 +22,10 @@ import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
-@Command(name = "snapshot", description = {
+@Command(name = "snapshot", mixinStandardHelpOptions = true, subcommands = SnapshotVerifyCommand.class, description = {
     "Run the counting guest for a while, pause it and save it to a file: its description, its",
     "allocated pages (private ones sealed with AES-GCM) and its registers. `gmem restore FILE`",
-    "brings it back and it counts on."})
+    "brings it back and it counts on. `gmem snapshot verify FILE` checks a snapshot file on any host."})
 final class SnapshotCommand implements Callable<Integer> {
     @Parameters(index = "0", defaultValue = "guest.gsnap", description = "The snapshot file to write (default: ${DEFAULT-VALUE}).")
     Path file;
@@ -47,12 +47,20 @@ final class SnapshotCommand implements Callable<Integer> {
 
     @Override
     public Integer call() throws Exception {
-        if (!Kvm.available()) {
-            System.err.println("gmem: snapshot runs a guest and needs /dev/kvm, which this host lacks");
-            return 1;
+        // The arguments and files first, then the host: a wrong path is told as such on any host.
+        guest.check();
+        if (runMs < 0) {
+            throw Failure.usage("--run-ms " + runMs + ": a duration is 0 or more");
         }
-        Machine.Config config = guest.config(HostInfo.probe(), spec);
+        UserFiles.requireWritable("snapshot file", file);
         Path keyFile = key != null ? key : SnapshotKey.besides(file);
+        if (Files.exists(keyFile)) {
+            SnapshotKey.read(keyFile);
+        } else {
+            UserFiles.requireWritable("key file", keyFile);
+        }
+        GuestOptions.requireKvm("snapshot (it runs a guest to save; `gmem snapshot verify FILE` checks a file without KVM)");
+        Machine.Config config = guest.config(HostInfo.probe());
         SecretKey secret = SnapshotKey.readOrCreate(keyFile);
         Path partial = file.resolveSibling(file.getFileName() + ".partial");
         List<Long> ticks;

@@ -36,11 +36,23 @@ final class SnapshotKey {
         return read(file);
     }
 
-    /** {@return the key in {@code file}} */
-    static SecretKey read(Path file) throws IOException {
-        byte[] key = Files.readAllBytes(file);
+    /**
+     * {@return the key in {@code file}}
+     *
+     * @throws Failure naming the key file and the cause: ENOENT, EACCES, EISDIR, or EINVAL for
+     *                 a file that is not 32 bytes
+     */
+    static SecretKey read(Path file) {
+        UserFiles.requireReadable("key file", file);
+        byte[] key;
+        try {
+            key = Files.readAllBytes(file);
+        } catch (IOException e) {
+            throw Failure.io("key file " + file, e);
+        }
         if (key.length != BYTES) {
-            throw new IOException(file + " is not a snapshot key (" + BYTES + " bytes expected, " + key.length + " found)");
+            throw new Failure(dev.guestmemfd.Errno.EINVAL, "key file " + file + ": not a snapshot key (" + BYTES
+                    + " bytes expected, " + key.length + " found)");
         }
         return new SecretKeySpec(key, "AES");
     }

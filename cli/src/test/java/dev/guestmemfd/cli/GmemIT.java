@@ -3,6 +3,7 @@ package dev.guestmemfd.cli;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
+import dev.guestmemfd.kvm.Kvm;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -26,11 +27,24 @@ class GmemIT {
     record Result(int status, String out, String err) { }
 
     static Result gmem(String stdin, String... args) throws IOException, InterruptedException {
+        return gmemWith(Map.of(), stdin, args);
+    }
+
+    /** Runs gmem as on a host without /dev/kvm, whatever this host has. */
+    static Result withoutKvm(String stdin, String... args) throws IOException, InterruptedException {
+        return gmemWith(Map.of(NO_KVM, "1"), stdin, args);
+    }
+
+    static final String NO_KVM = "GMEM_NO_KVM";
+
+    /** Runs ./gmem with this test's environment (GMEM_NO_KVM included, when set) plus {@code env}. */
+    static Result gmemWith(Map<String, String> env, String stdin, String... args) throws IOException, InterruptedException {
         List<String> command = new ArrayList<>();
         command.add(ROOT.resolve("gmem").toString());
         command.addAll(List.of(args));
         ProcessBuilder pb = new ProcessBuilder(command).directory(ROOT.toFile());
         pb.environment().put("GMEM_SKIP_BUILD", "1");
+        pb.environment().putAll(env);
         Path out = Files.createTempFile("gmem", ".out");
         Path err = Files.createTempFile("gmem", ".err");
         pb.redirectOutput(out.toFile()).redirectError(err.toFile());
@@ -51,8 +65,22 @@ class GmemIT {
         return (Map<String, Object>) JsonParser.parse(text);
     }
 
+    /** {@return true when gmem, run from here, can use /dev/kvm: false under GMEM_NO_KVM=1 too} */
     static boolean kvm() {
-        return Files.isReadable(Path.of("/dev/kvm")) && Files.isWritable(Path.of("/dev/kvm"));
+        return Kvm.available();
+    }
+
+    /** Skips the calling test, with the reason in the report, where there is no KVM. */
+    static void assumeKvm(String what) {
+        assumeTrue(Kvm.available(), () -> what + " needs /dev/kvm: " + Kvm.unavailableReason().orElse(""));
+    }
+
+    /** An error as a user must see it: one line, from gmem, without a Java class name. */
+    static void assertOneLineError(Result r, String... contains) {
+        assertThat(r.status()).as(r.toString()).isNotZero();
+        assertThat(r.err().strip().lines()).as(r.err()).singleElement().asString().startsWith("gmem: ").contains(contains);
+        assertThat(r.err()).doesNotContainPattern("[a-z]+\\.[a-z]+\\.[A-Za-z.]*(Exception|Error)\\b")
+                .doesNotContain("Exception", "java.", "\tat ");
     }
 
     @Test
@@ -73,13 +101,48 @@ class GmemIT {
                 assertThat((String) migration.get("kernel")).as("guest_memfd memslots do not").contains("stop-and-copy", "EINVAL");
             }
         }
+        if (!kvm()) {
+            assertThat(kvm.get("reason")).isEqualTo(Kvm.unavailableReason().orElseThrow());
+        }
         Result text = gmem(null, "info");
-        assertThat(text.out()).contains("kernel", "backing", "private pages");
+        assertThat(text.out()).contains("kernel", "backing", "private pages", "backing memfd       yes");
+    }
+
+    /** Runs on every host: without KVM, info says why and what still works, and lists each backing. */
+    @Test
+    @SuppressWarnings("unchecked")
+    void infoWithoutKvmSaysWhyAndWhatStillWorks() throws Exception {
+        Result r = withoutKvm(null, "info", "--json");
+        assertThat(r.status()).as(r.err()).isZero();
+        Map<String, Object> info = json(r.out());
+        Map<String, Object> kvm = (Map<String, Object>) info.get("kvm");
+        assertThat(kvm.get("available")).isEqualTo(false);
+        assertThat((String) kvm.get("reason")).contains(NO_KVM);
+        assertThat((List<Object>) kvm.get("stillWorks")).isNotEmpty().anySatisfy(w -> assertThat((String) w).contains("snapshot verify"));
+        assertThat((List<Object>) kvm.get("needsKvm")).isNotEmpty();
+        Map<String, Object> backings = (Map<String, Object>) info.get("backings");
+        assertThat(backings).containsOnlyKeys("memfd", "secret", "kernel");
+        Map<String, Object> kernel = (Map<String, Object>) backings.get("kernel");
+        assertThat(kernel.get("available")).isEqualTo(false);
+        assertThat((String) kernel.get("reason")).contains(NO_KVM);
+        Map<String, Object> memfd = (Map<String, Object>) backings.get("memfd");
+        assertThat(memfd.get("available")).isEqualTo(true);
+        assertThat(memfd.get("reason")).isNull();
+        Map<String, Object> secret = (Map<String, Object>) backings.get("secret");
+        assertThat(secret.get("available").equals(true) == (secret.get("reason") == null)).as("a reason exactly when unavailable").isTrue();
+        assertThat(info.get("backing")).isEqualTo("memfd");
+        assertThat((Map<String, Object>) info.get("migration")).isEmpty();
+
+        Result text = withoutKvm(null, "info");
+        assertThat(text.status()).isZero();
+        assertThat(text.out()).contains("/dev/kvm            no: " + NO_KVM, "backing kernel      no: " + NO_KVM,
+                "backing memfd       yes", "without KVM, these still work:", "gmem snapshot verify", "these need KVM:");
     }
 
     @Test
     @SuppressWarnings("unchecked")
     void demoRunsARealGuestThatSharesAMessageAndKeepsItsSecret() throws Exception {
+        assumeKvm("the demo's guest");
         Result r = gmem(null, "demo", "--json");
         assertThat(r.status()).as(r.err()).isZero();
         Map<String, Object> demo = json(r.out());
@@ -89,16 +152,68 @@ class GmemIT {
         Map<String, Object> pages = (Map<String, Object>) demo.get("pages");
         assertThat((Long) pages.get("shared") + (Long) pages.get("private")).isEqualTo(pages.get("total"));
         assertThat((Long) pages.get("absent")).isPositive();
-        if (kvm()) {
-            assertThat((String) demo.get("guestOutput")).contains("guest: keeping a secret in a private page", "guest: bye");
-            assertThat(demo.get("exit")).isEqualTo("result 0");
-            assertThat((String) demo.get("hostMessage")).startsWith("Hello, host!");
-        } else {
-            assertThat(demo.get("exit")).isEqualTo("skipped: no KVM");
-        }
+        assertThat((String) demo.get("guestOutput")).contains("guest: keeping a secret in a private page", "guest: bye");
+        assertThat(demo.get("exit")).isEqualTo("result 0");
+        assertThat((String) demo.get("hostMessage")).startsWith("Hello, host!");
         Result story = gmem(null, "demo");
         assertThat(story.status()).isZero();
         assertThat(story.out()).contains("the guest said:", "refused", "memory map at boot", "legend:");
+        assertThat(storyPages(story.out())).as("the story's page counts are the JSON's").isEqualTo(pages);
+    }
+
+    /** Runs on every host: GMEM_NO_KVM=1 makes gmem behave as on one without /dev/kvm. */
+    @Test
+    @SuppressWarnings("unchecked")
+    void demoWithoutKvmShowsTheLibraryAloneAndItsJsonCountsAreTheStorys() throws Exception {
+        Result r = withoutKvm(null, "demo", "--json");
+        assertThat(r.status()).as(r.err()).isZero();
+        Map<String, Object> demo = json(r.out());
+        assertThat(demo.get("exit")).isEqualTo("skipped: no KVM");
+        assertThat(demo.get("backing")).isEqualTo("memfd");
+        assertThat(demo.get("hostReadShared")).isEqualTo("ok");
+        assertThat(demo.get("hostReadPrivate")).isEqualTo("denied");
+        Map<String, Object> pages = (Map<String, Object>) demo.get("pages");
+        assertThat((Long) pages.get("shared") + (Long) pages.get("private")).isEqualTo(pages.get("total"));
+        assertThat((Long) pages.get("allocated") + (Long) pages.get("absent")).isEqualTo(pages.get("total"));
+        Result story = withoutKvm(null, "demo");
+        assertThat(story.status()).as(story.err()).isZero();
+        assertThat(story.out()).contains("No KVM here (GMEM_NO_KVM", "refused", "legend:", "after the page was given back");
+        assertThat(storyPages(story.out())).as("the story's page counts are the JSON's").isEqualTo(pages);
+
+        Result secret = withoutKvm(null, "demo", "--json", "--backing", "secret");
+        if (secret.status() == 0) {
+            assertThat(json(secret.out()).get("backing")).as("the backing asked for, not memfd instead").isEqualTo("secret");
+        } else {
+            assertThat(json(secret.out()).get("errno")).as("a host without memfd_secret refuses it").isEqualTo("ENODEV");
+        }
+    }
+
+    /** {@return the counts of the story's "pages: N in all, ..." line, keyed as the JSON's} */
+    static Map<String, Object> storyPages(String story) {
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile(
+                "pages: (\\d+) in all, (\\d+) shared and (\\d+) private; (\\d+) allocated, (\\d+) absent").matcher(story);
+        assertThat(m.find()).as("a pages line in:%n%s", story).isTrue();
+        return Map.of("total", Long.parseLong(m.group(1)), "shared", Long.parseLong(m.group(2)),
+                "private", Long.parseLong(m.group(3)), "allocated", Long.parseLong(m.group(4)), "absent", Long.parseLong(m.group(5)));
+    }
+
+    /** An unavailable backing is refused, with the reason, and never replaced by another. */
+    @Test
+    void aBackingThisHostLacksIsRefusedWithItsReason() throws Exception {
+        for (String command : List.of("demo", "script", "map")) {
+            List<String> args = new ArrayList<>(List.of(command, "--backing", "kernel"));
+            if (command.equals("script")) {
+                args.add("-");
+            }
+            Result r = withoutKvm("create 0x10000\n", args.toArray(String[]::new));
+            assertOneLineError(r, "--backing kernel", "this host does not offer it", NO_KVM);
+            assertThat(r.out()).as("nothing ran").isEmpty();
+        }
+        Result json = withoutKvm(null, "demo", "--backing", "kernel", "--json");
+        assertThat(json.status()).isNotZero();
+        Map<String, Object> error = json(json.out());
+        assertThat(error.get("errno")).isEqualTo("ENODEV");
+        assertThat((String) error.get("error")).contains("kernel", NO_KVM);
     }
 
     static final String GOLDEN_SCRIPT = """
@@ -178,7 +293,7 @@ class GmemIT {
     @ValueSource(strings = {"memfd", "secret", "kernel"})
     void aScriptGivesTheSameOutputOnEveryBacking(String backing) throws Exception {
         if (backing.equals("kernel")) {
-            assumeTrue(kvm(), "the kernel backing needs /dev/kvm, which this host lacks");
+            assumeKvm("the kernel backing");
         }
         Result r = gmem(GOLDEN_SCRIPT, "script", "--backing", backing.toUpperCase(java.util.Locale.ROOT), "-");
         assertThat(r.err()).isEmpty();
@@ -245,11 +360,21 @@ class GmemIT {
         assertThat(((Number) worst.get("bitsPerPage")).doubleValue()).isLessThanOrEqualTo(2.0);
         assertThat((Long) ((Map<String, Object>) bench.get("conversionRate")).get("perSecond")).isPositive();
         assertThat((Long) ((Map<String, Object>) bench.get("revocation")).get("leasesRevokedMidRead")).isPositive();
+        // Every figure with a goal says whether it met it, and the summary lists the misses.
+        assertThat(overhead).allSatisfy(row -> {
+            Map<String, Object> m = (Map<String, Object>) row;
+            assertThat(m.get("goalMet")).isEqualTo(((Number) m.get("ratio")).doubleValue() <= 1.05);
+        });
+        assertThat(((Map<String, Object>) bench.get("revocation")).get("goalMet")).isInstanceOf(Boolean.class);
+        assertThat(((Map<String, Object>) bench.get("conversionRate")).get("goalMet")).isInstanceOf(Boolean.class);
+        assertThat(worst.get("goalMet")).isEqualTo(true);
+        long missedRows = overhead.stream().filter(row -> ((Map<String, Object>) row).get("goalMet").equals(false)).count();
+        assertThat(((List<Object>) bench.get("goalsMissed")).size()).isGreaterThanOrEqualTo((int) missedRows);
     }
 
     @Test
     void aRunningGuestMigratesToAnotherProcessAndCarriesOn() throws Exception {
-        assumeTrue(kvm(), "migration needs /dev/kvm, which this host lacks");
+        assumeKvm("migration");
         Result r = gmem(null, "migrate", "--demo", "--json");
         assertThat(r.status()).as(r.err()).isZero();
         Map<String, Object> m = json(r.out());
@@ -262,7 +387,7 @@ class GmemIT {
     /** The memfd backing's ordinary memslots log dirty pages: rounds while the guest runs, then a short one paused. */
     @Test
     void onTheMemfdBackingTheGuestMigratesByPreCopyWithItsAllocatedShare() throws Exception {
-        assumeTrue(kvm(), "migration needs /dev/kvm, which this host lacks");
+        assumeKvm("migration");
         Result r = gmem(null, "migrate", "--demo", "--json", "--backing", "memfd", "--memory", "32M", "--allocated", "25");
         assertThat(r.status()).as(r.err()).isZero();
         Map<String, Object> m = json(r.out());
@@ -280,7 +405,7 @@ class GmemIT {
     /** Two terminals: one listens, the other sends its guest there; the count carries on across them. */
     @Test
     void aGuestMovesBetweenAListeningAndASendingGmem() throws Exception {
-        assumeTrue(kvm(), "migration needs /dev/kvm, which this host lacks");
+        assumeKvm("migration");
         ProcessBuilder pb = new ProcessBuilder(ROOT.resolve("gmem").toString(), "migrate", "--listen", "0", "--json")
                 .directory(ROOT.toFile()).redirectError(ProcessBuilder.Redirect.INHERIT);
         pb.environment().put("GMEM_SKIP_BUILD", "1");
@@ -306,7 +431,7 @@ class GmemIT {
 
     @Test
     void aSnapshotFileRestoresAndTheGuestCountsOnButNotWhenAlteredOrWithAnotherKey(@TempDir Path dir) throws Exception {
-        assumeTrue(kvm(), "snapshot runs a guest and needs /dev/kvm, which this host lacks");
+        assumeKvm("taking a snapshot (it runs a guest)");
         Path file = dir.resolve("counter.gsnap");
         Result saved = gmem(null, "snapshot", file.toString(), "--json", "--memory", "16M", "--allocated", "50");
         assertThat(saved.status()).as(saved.err()).isZero();
@@ -331,6 +456,188 @@ class GmemIT {
         Result wrongKey = gmem(null, "restore", file.toString(), "--key", dir.resolve("other.key").toString());
         assertThat(wrongKey.status()).isEqualTo(1);
         assertThat(wrongKey.err()).contains("EBADMSG");
+
+        Result verified = withoutKvm(null, "snapshot", "verify", file.toString(), "--json");
+        assertThat(verified.status()).as(verified.err()).isZero();
+        Map<String, Object> v = json(verified.out());
+        assertThat(v.get("valid")).isEqualTo(true);
+        assertThat(v.get("memoryBytes")).isEqualTo(s.get("memoryBytes"));
+        assertThat(v.get("rounds")).isEqualTo(1L);
+        @SuppressWarnings("unchecked")
+        Map<String, Object> vbytes = (Map<String, Object>) v.get("bytes");
+        assertThat((Long) vbytes.get("shared") + (Long) vbytes.get("private")).as("the page bytes saved")
+                .isEqualTo(s.get("pageBytes"));
+        assertThat((Long) vbytes.get("private")).as("half the filled share was made private").isPositive();
+        Result alteredVerify = withoutKvm(null, "snapshot", "verify", altered.toString(), "--key", dir.resolve("counter.gsnap.key").toString());
+        assertOneLineError(alteredVerify, "EBADMSG", altered.toString());
+    }
+
+    static final List<List<String>> SUBCOMMANDS = List.of(List.of("info"), List.of("demo"), List.of("map"), List.of("script"),
+            List.of("bench"), List.of("migrate"), List.of("snapshot"), List.of("snapshot", "verify"), List.of("restore"));
+
+    @Test
+    void everySubcommandTakesHelp() throws Exception {
+        for (List<String> command : SUBCOMMANDS) {
+            List<String> args = new ArrayList<>(command);
+            args.add("--help");
+            Result r = withoutKvm(null, args.toArray(String[]::new));
+            assertThat(r.status()).as("gmem %s --help: %s", command, r.err()).isZero();
+            assertThat(r.out()).startsWith("Usage: gmem " + String.join(" ", command) + " ");
+            assertThat(r.err()).isEmpty();
+        }
+    }
+
+    /** gmem --help lists each command's whole description: picocli's list shows only a first line. */
+    @Test
+    void theCommandListShowsWholeDescriptions() throws Exception {
+        Result r = gmem(null, "--help");
+        assertThat(r.status()).isZero();
+        String help = r.out().replaceAll("\\s+", " ");
+        for (Class<?> command : List.of(InfoCommand.class, DemoCommand.class, MapCommand.class, ScriptCommand.class,
+                BenchCommand.class, MigrateCommand.class, SnapshotCommand.class, RestoreCommand.class)) {
+            String description = String.join(" ", command.getAnnotation(picocli.CommandLine.Command.class).description());
+            assertThat(help).as(command.getSimpleName()).contains(description.replaceAll("\\s+", " ").strip());
+        }
+        assertThat(r.out().lines()).allSatisfy(l -> assertThat(l.length()).isLessThanOrEqualTo(100));
+        Result snapshot = gmem(null, "snapshot", "--help");
+        assertThat(snapshot.out().replaceAll("\\s+", " ")).contains(String.join(" ",
+                SnapshotVerifyCommand.class.getAnnotation(picocli.CommandLine.Command.class).description()).replaceAll("\\s+", " "));
+    }
+
+    /** The cases of issue 12: each error one line naming the file, the errno or the limit. */
+    @Test
+    void errorsNameTheFileAndTheCause(@TempDir Path dir) throws Exception {
+        Result missing = gmem(null, "map", "/nonexistent.gmem");
+        assertOneLineError(missing, "/nonexistent.gmem", "no such file", "ENOENT");
+        Result directory = gmem(null, "script", "/tmp");
+        assertOneLineError(directory, "/tmp", "EISDIR");
+        Result svg = gmem(null, "map", "--svg", "/nonexistent/dir/x.svg");
+        assertOneLineError(svg, "/nonexistent/dir/x.svg", "ENOENT");
+        assertThat(svg.out()).as("refused before drawing").isEmpty();
+        Result svgIsDirectory = gmem(null, "map", "--svg", dir.toString());
+        assertOneLineError(svgIsDirectory, dir.toString(), "EISDIR");
+        for (String size : List.of("1T", "2G", "99999999999G")) {
+            Result memory = withoutKvm(null, "migrate", "--demo", "--memory", size);
+            assertThat(memory.status()).isEqualTo(2);
+            assertThat(memory.err().lines().findFirst().orElseThrow()).startsWith("gmem: ")
+                    .containsAnyOf("over the limit of 1 GiB", "over 2^63 bytes").doesNotContain("not a size");
+        }
+        Result notASize = withoutKvm(null, "snapshot", "--memory", "lots");
+        assertThat(notASize.err()).contains("'lots' is not a size");
+        Result noFile = gmem(null, "snapshot", "verify", dir.resolve("none.gsnap").toString());
+        assertOneLineError(noFile, "snapshot file", "none.gsnap", "ENOENT");
+    }
+
+    /** migrate, snapshot and restore check their arguments and files before they ask for KVM. */
+    @Test
+    void argumentsAndFilesAreCheckedBeforeTheHost(@TempDir Path dir) throws Exception {
+        assertOneLineError(withoutKvm(null, "restore", dir.resolve("none.gsnap").toString()), "none.gsnap", "ENOENT");
+        Path file = dir.resolve("some.gsnap");
+        Files.write(file, new byte[100]);
+        assertOneLineError(withoutKvm(null, "restore", file.toString()), "key file", "some.gsnap.key", "ENOENT");
+        Files.write(dir.resolve("some.gsnap.key"), new byte[5]);
+        assertOneLineError(withoutKvm(null, "restore", file.toString()), "not a snapshot key", "32 bytes");
+        assertOneLineError(withoutKvm(null, "snapshot", "/nonexistent/dir/x.gsnap"), "/nonexistent/dir", "ENOENT");
+        assertOneLineError(withoutKvm(null, "migrate", "--to", "nowhere"), "--to nowhere", "HOST:PORT");
+        assertOneLineError(withoutKvm(null, "migrate"), "--demo");
+        assertOneLineError(withoutKvm(null, "migrate", "--demo", "--allocated", "101"), "--allocated 101");
+        // Arguments right: now the host is asked, and says why there is no KVM.
+        Files.write(dir.resolve("some.gsnap.key"), new byte[32]);
+        for (String[] args : new String[][] {{"restore", file.toString()}, {"snapshot", dir.resolve("new.gsnap").toString()},
+                {"migrate", "--demo"}}) {
+            Result r = withoutKvm(null, args);
+            assertOneLineError(r, args[0], "needs /dev/kvm", NO_KVM);
+        }
+        assertThat(dir.resolve("new.gsnap")).as("nothing written without a guest").doesNotExist();
+    }
+
+    /** Under --json, an error is one JSON object on standard output: its words, its errno. */
+    @Test
+    void underJsonAnErrorIsAJsonObject(@TempDir Path dir) throws Exception {
+        Result missing = withoutKvm(null, "restore", dir.resolve("none.gsnap").toString(), "--json");
+        assertThat(missing.status()).isNotZero();
+        Map<String, Object> error = json(missing.out());
+        assertThat(error).containsOnlyKeys("error", "errno", "errnoNumber");
+        assertThat(error.get("errno")).isEqualTo("ENOENT");
+        assertThat(error.get("errnoNumber")).isEqualTo(2L);
+        assertThat((String) error.get("error")).contains("none.gsnap");
+        Result noKvm = withoutKvm(null, "migrate", "--demo", "--json");
+        assertThat(noKvm.status()).isNotZero();
+        assertThat(json(noKvm.out()).get("errno")).isEqualTo("ENODEV");
+        Result usage = withoutKvm(null, "info", "--json", "--no-such-option");
+        assertThat(usage.status()).isEqualTo(2);
+        assertThat(json(usage.out())).containsEntry("errno", "EINVAL").containsKey("error");
+        Result limit = withoutKvm(null, "snapshot", "--memory", "1T", "--json");
+        assertThat(limit.status()).isEqualTo(2);
+        assertThat((String) json(limit.out()).get("error")).contains("over the limit of 1 GiB");
+    }
+
+    @Test
+    void scriptArgumentsAreCheckedAndRefusalsSayWhy() throws Exception {
+        Result byteTooWide = gmem("create 0x10000 mmap init_shared\nmmap 0 0x10000\nwrite 1 0 0x1000 1ff\nread 1 0 1\n", "script", "-");
+        assertThat(byteTooWide.status()).isEqualTo(2);
+        assertThat(byteTooWide.out()).isEqualTo("ok\nok\nerr EINVAL\ndata 00*1\n");
+        assertThat(byteTooWide.err()).contains("line 3", "'1ff' is not a byte");
+        Result negative = gmem("create 0x10000 mmap init_shared\nmmap 0 0x10000\nread 1 0 -5\nwrite 1 0 -5 aa\nread 1 -1 1\n", "script", "-");
+        assertThat(negative.out()).isEqualTo("ok\nok\nerr EINVAL\nerr EINVAL\nfault\n");
+        assertThat(negative.err()).contains("line 3: read: length -5 is negative", "line 4: write: length -5 is negative");
+        Result kernel = withoutKvm("create 0x10000 mmap backing=kernel\nstat\n", "script", "-");
+        assertThat(kernel.out()).as("stdout keeps its format").isEqualTo("err ENODEV\nerr EBADF\n");
+        assertThat(kernel.err()).contains("line 1:", "ENODEV", NO_KVM);
+        assertThat(kernel.status()).isZero();
+    }
+
+    /** Runs on every host: a snapshot stream made by the library, checked by gmem without KVM. */
+    @Test
+    @SuppressWarnings("unchecked")
+    void snapshotVerifyChecksAFileAndSaysWhatItHoldsWithoutKvm(@TempDir Path dir) throws Exception {
+        Path file = dir.resolve("made.gsnap");
+        Path key = dir.resolve("made.gsnap.key");
+        byte[] keyBytes = new byte[32];
+        new java.security.SecureRandom().nextBytes(keyBytes);
+        Files.write(key, keyBytes);
+        Files.write(file, SnapshotStreams.counterGuest(new javax.crypto.spec.SecretKeySpec(keyBytes, "AES")));
+
+        Result r = withoutKvm(null, "snapshot", "verify", file.toString(), "--json");
+        assertThat(r.status()).as(r.err()).isZero();
+        Map<String, Object> v = json(r.out());
+        assertThat(v.get("valid")).isEqualTo(true);
+        assertThat(v.get("memoryBytes")).isEqualTo(SnapshotStreams.MEMORY);
+        assertThat(v.get("rounds")).isEqualTo(1L);
+        assertThat(v.get("ownerStates")).isEqualTo(2L);
+        Map<String, Object> pages = (Map<String, Object>) v.get("pages");
+        assertThat(pages).containsEntry("total", SnapshotStreams.MEMORY / 4096).containsEntry("shared", 3L)
+                .containsEntry("private", 2L).containsEntry("privateHoles", 1L).containsEntry("unrecorded", 0L)
+                .containsEntry("sharedHoles", SnapshotStreams.MEMORY / 4096 - 6);
+        Map<String, Object> bytes = (Map<String, Object>) v.get("bytes");
+        assertThat(bytes).containsEntry("shared", 3 * 4096L).containsEntry("private", 2 * 4096L);
+        Map<String, Object> machine = (Map<String, Object>) v.get("machine");
+        assertThat(machine).containsEntry("program", "counter").containsEntry("backing", "memfd").containsEntry("vcpus", 1L);
+
+        Result text = withoutKvm(null, "snapshot", "verify", file.toString());
+        assertThat(text.status()).isZero();
+        assertThat(text.out()).contains("a whole snapshot", "the counter guest", "3 shared and 2 private hold memory", "rounds        1");
+
+        byte[] good = Files.readAllBytes(file);
+        byte[] flipped = good.clone();
+        flipped[SnapshotStreams.indexOfSharedByte(good)] ^= 1;
+        Path altered = dir.resolve("altered.gsnap");
+        Files.write(altered, flipped);
+        Path cut = dir.resolve("cut.gsnap");
+        Files.write(cut, java.util.Arrays.copyOf(good, good.length - 7));
+        for (Path bad : List.of(altered, cut)) {
+            Result refused = withoutKvm(null, "snapshot", "verify", bad.toString(), "--key", key.toString());
+            assertOneLineError(refused, bad.toString(), "EBADMSG");
+            assertThat(refused.out()).isEmpty();
+        }
+        Path other = dir.resolve("other.key");
+        Files.write(other, new byte[32]);
+        assertOneLineError(withoutKvm(null, "snapshot", "verify", file.toString(), "--key", other.toString()), "EBADMSG", "wrong key");
+        Result json = withoutKvm(null, "snapshot", "verify", altered.toString(), "--key", key.toString(), "--json");
+        assertThat(json.status()).isNotZero();
+        assertThat(json(json.out())).containsEntry("errno", "EBADMSG").containsEntry("errnoNumber", 74L);
+        Files.write(other, new byte[31]);
+        assertOneLineError(withoutKvm(null, "snapshot", "verify", file.toString(), "--key", other.toString()), "not a snapshot key");
     }
 
     @Test
@@ -343,7 +650,7 @@ class GmemIT {
         assertThat(missing.err().strip().lines()).singleElement().asString().startsWith("gmem: ");
         Result verbose = gmem(null, "--verbose", "script", "/no/such/script");
         assertThat(verbose.status()).isEqualTo(1);
-        assertThat(verbose.err()).contains("NoSuchFileException", "\tat ");
+        assertThat(verbose.err()).as("--verbose keeps the trace").contains("/no/such/script", "ENOENT", "\tat ");
         Result malformed = gmem("frobnicate 1 2\n", "script", "-");
         assertThat(malformed.status()).isEqualTo(2);
         assertThat(malformed.out()).isEqualTo("err EINVAL\n");
