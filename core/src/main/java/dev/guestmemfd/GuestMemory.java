@@ -332,28 +332,37 @@ public final class GuestMemory implements AutoCloseable {
     private void punchLocked(String op, long offset, long length) {
         waitWhileBusy(op, offset, length);
         List<Binding> begun = new ArrayList<>(2);
+        Throwable failure = null;
         try {
             for (Binding b : bindingsOver(offset, length)) {
                 begun.add(b);  // before the call: a begin that throws half-way is still ended
                 b.invalidateBegin(offset, length, Invalidation.PUNCH);
             }
-            ensureOpen(op);  // an owner callback may have closed the file
             file.punch(offset, length);
             fallocated.set(page(offset), page(offset + length), false);
             changed(offset, length);
+        } catch (Throwable t) {
+            failure = t;
+            throw t;
         } finally {
-            endInvalidation(begun, offset, length, Invalidation.PUNCH);
+            endInvalidation(begun, offset, length, Invalidation.PUNCH, failure);
         }
     }
 
-    /** Ends the invalidations begun, every one of them even when an owner throws; rethrows the first. */
-    private static void endInvalidation(List<Binding> begun, long offset, long length, Invalidation why) {
+    /**
+     * Ends the invalidations begun, every one of them even when an owner throws. An owner's
+     * exception is added to {@code failure}, the one already ending the operation, when there
+     * is one; else the first is thrown.
+     */
+    private static void endInvalidation(List<Binding> begun, long offset, long length, Invalidation why, Throwable failure) {
         RuntimeException first = null;
         for (Binding b : begun) {
             try {
                 b.invalidateEnd(offset, length, why);
             } catch (RuntimeException e) {
-                if (first == null) {
+                if (failure != null) {
+                    failure.addSuppressed(e);
+                } else if (first == null) {
                     first = e;
                 } else {
                     first.addSuppressed(e);
@@ -432,6 +441,7 @@ public final class GuestMemory implements AutoCloseable {
                 awaitNoPins(op, offset, length);
             }
             List<Binding> begun = new ArrayList<>(2);
+            Throwable failure = null;
             try {
                 for (Binding b : bindingsOver(offset, length)) {
                     begun.add(b);  // before the call: a begin that throws half-way is still ended
@@ -447,8 +457,11 @@ public final class GuestMemory implements AutoCloseable {
                 attributes.set(first, end, toPrivate);
                 conversions++;
                 changed(offset, length);
+            } catch (Throwable t) {
+                failure = t;
+                throw t;
             } finally {
-                endInvalidation(begun, offset, length, Invalidation.CONVERSION);
+                endInvalidation(begun, offset, length, Invalidation.CONVERSION, failure);
             }
         } finally {
             busyStart = busyEnd = -1;
@@ -1097,6 +1110,7 @@ public final class GuestMemory implements AutoCloseable {
      *                              than 2^31 - 1 pages
      */
     public ChangeLog trackChanges() {
+        ensureOpen("trackChanges()");  // EBADF first, as for every call on a closed fd
         if (pages > Integer.MAX_VALUE) {
             // Checked here, not when a change is marked: a mark must never fail half-way through a conversion.
             throw new GuestMemoryException(Errno.EFBIG, "trackChanges()", "a change log indexes pages with an int: files up to "

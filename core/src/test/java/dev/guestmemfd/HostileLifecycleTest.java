@@ -499,6 +499,24 @@ class HostileLifecycleTest {
                     v.close();
                 }
             }));
+            tests.add(DynamicTest.dynamicTest(backing + ": an owner throwing from invalidateEnd does not hide the refusal", () -> {
+                try (GuestMemory m = create(backing)) {
+                    m.bind(new Owner() {
+                        @Override
+                        public void prepareInaccessible(Binding b, long offset, long length, Content content) throws OwnerRefusal {
+                            throw new OwnerRefusal(offset, "no");
+                        }
+
+                        @Override
+                        public void invalidateEnd(Binding b, long offset, long length, Invalidation why) {
+                            throw new IllegalStateException("invalidateEnd failed");
+                        }
+                    }, 0, PAGE);
+                    GuestMemoryException refused = Errors.assertErrno(() -> m.convert(0, PAGE, Attribute.PRIVATE, Content.ZERO), "EPERM");
+                    assertThat(refused.getSuppressed()).singleElement().isInstanceOf(IllegalStateException.class);
+                    assertThat(m.attribute(0)).isEqualTo(Attribute.SHARED);
+                }
+            }));
             tests.add(DynamicTest.dynamicTest(backing + ": an owner throwing from prepare rolls the others back", () -> {
                 try (GuestMemory m = create(backing)) {
                     List<String> first = new ArrayList<>();
