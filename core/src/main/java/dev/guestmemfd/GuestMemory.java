@@ -27,7 +27,17 @@ import java.util.concurrent.locks.ReentrantLock;
  * returns, waits a bounded time for pins, and asks the owners; it happens whole or not at all.
  *
  * <p>Errors carry the errno that the kernel's guest_memfd gives for the same input
- * ({@link GuestMemoryException#errno()}); a refused call changes nothing.
+ * ({@link GuestMemoryException#errno()}); a refused call changes nothing. Offsets and lengths
+ * are checked before anything changes, without overflow: a range whose end does not fit in a
+ * {@code long} is refused like any other. A null argument throws {@link NullPointerException}
+ * naming it, before anything changes.
+ *
+ * <p>Closing the file ends every operation on it first: an operation waiting (for a pin, for a
+ * conversion) when the file closes fails with {@code EBADF}, and the file descriptor is closed
+ * only once no operation can still use it, so no operation ever acts on a descriptor number
+ * that the process may have reused. An owner callback that calls an operation which would have
+ * to wait for the operation that called the owner (a conversion of the range being converted,
+ * {@code close()}) gets {@code EDEADLK} at once rather than waiting on itself for ever.
  *
  * @implSpec Thread safe. Every change of state, and every grant of a lease or pin, happens
  * under one lock per file, so that they are linearizable; access through a granted segment
@@ -38,6 +48,11 @@ public final class GuestMemory implements AutoCloseable {
     public static final long PAGE_SIZE = Mman.PAGE_SIZE;
     /** How long a conversion to private waits for pins unless told otherwise. */
     public static final Duration DEFAULT_PIN_WAIT = Duration.ofMillis(10);
+    /**
+     * The longest pin wait {@link #pinWait(Duration)} accepts: a pin is a short reference for
+     * I/O, and a longer wait holds every conversion of the file back with it.
+     */
+    public static final Duration MAX_PIN_WAIT = Duration.ofHours(1);
 
     private final BackingFile file;
     private final Backing backing;
@@ -63,6 +78,15 @@ public final class GuestMemory implements AutoCloseable {
     /** The range of the conversion in progress, whose pages grant no new host reference. */
     private long busyStart = -1;
     private long busyEnd = -1;
+    /** The thread running the conversion of the busy range: a wait of its own on that range would never end. */
+    private Thread busyThread;
+    /**
+     * Operations that use the file's mapping without holding the lock (the residency scan of
+     * {@link #pageRuns()}); {@link #close()} waits for them to leave before closing the fd.
+     */
+    private int users;
+    /** Test hook: runs while {@link #pageRuns()} is between its locked snapshot and its residency scan. */
+    volatile Runnable beforeResidencyScan;
     private long conversions;
     /** Written under the lock; read without it for the early EBADF, as a closed fd fails first. */
     private volatile boolean closed;
@@ -85,6 +109,7 @@ public final class GuestMemory implements AutoCloseable {
      * @see #create(long, long, Backing)
      */
     public static GuestMemory create(long size, Set<Flag> flags) {
+        java.util.Objects.requireNonNull(flags, "flags");
         return create(size, Flag.bits(flags), flags.contains(Flag.NO_DIRECT_MAP) ? Backing.SECRET : Backing.MEMFD);
     }
 
@@ -102,6 +127,7 @@ public final class GuestMemory implements AutoCloseable {
      *                              the kernel
      */
     public static GuestMemory create(long size, long flags, Backing backing) {
+        java.util.Objects.requireNonNull(backing, "backing");
         String op = "create(size=" + size + ", flags=0x" + Long.toHexString(flags) + ", backing=" + backing + ")";
         if (size <= 0 || size % PAGE_SIZE != 0) {
             throw new GuestMemoryException(Errno.EINVAL, op, "size must be a positive multiple of " + PAGE_SIZE, -1);
@@ -199,13 +225,22 @@ public final class GuestMemory implements AutoCloseable {
         return file.returnsPunchedMemory();
     }
 
-    /** Sets how long a conversion to private waits for pins before it fails with {@code EAGAIN}. */
+    /**
+     * Sets how long a conversion to private waits for pins before it fails with {@code EAGAIN}.
+     *
+     * @param wait from zero to {@link #MAX_PIN_WAIT}
+     * @throws GuestMemoryException {@code EINVAL} for a negative wait or one longer than
+     *                              {@link #MAX_PIN_WAIT} (nothing changes); {@code EBADF} when closed
+     */
     public void pinWait(Duration wait) {
-        if (wait.isNegative()) {
-            throw new IllegalArgumentException("pin wait " + wait + " is negative");
+        java.util.Objects.requireNonNull(wait, "wait");
+        String op = "pinWait(" + wait + ")";
+        if (wait.isNegative() || wait.compareTo(MAX_PIN_WAIT) > 0) {
+            throw new GuestMemoryException(Errno.EINVAL, op, "the pin wait must be between 0 and " + MAX_PIN_WAIT, -1);
         }
         lock.lock();
         try {
+            ensureOpen(op);
             pinWait = wait;
         } finally {
             lock.unlock();
@@ -220,53 +255,66 @@ public final class GuestMemory implements AutoCloseable {
     public static final int PUNCH_HOLE = Fd.FALLOC_FL_PUNCH_HOLE;
 
     /**
-     * The kernel's {@code fallocate} on a guest_memfd.
+     * The kernel's {@code fallocate} on a guest_memfd. Checked in the kernel's order: the VFS
+     * first (negative, empty, mode, overflow), then guest_memfd (alignment, past the end).
      *
      * @param mode {@link #KEEP_SIZE}, optionally with {@link #PUNCH_HOLE}
-     * @throws GuestMemoryException {@code EOPNOTSUPP} for a mode without KEEP_SIZE or with any
-     *                              other bit; {@code EINVAL} for an offset or length that is
-     *                              negative, zero (length) or not page aligned, or an
-     *                              allocation past the end; {@code EBADF} when closed
+     * @throws GuestMemoryException {@code EBADF} when closed; {@code EINVAL} for an offset that
+     *                              is negative or a length that is not positive;
+     *                              {@code EOPNOTSUPP} for a mode without KEEP_SIZE or with any
+     *                              other bit; {@code EFBIG} when {@code offset + length}
+     *                              overflows a {@code long}, as the VFS gives; {@code EINVAL} for
+     *                              an offset or length that is not page aligned, or an
+     *                              allocation past the end (a punch past the end is clamped)
      */
     public void fallocate(int mode, long offset, long length) {
         String op = "fallocate(mode=0x" + Integer.toHexString(mode) + ", offset=" + offset + ", len=" + length + ")";
-        ensureOpen(op);
-        if (offset < 0 || length <= 0) {
-            throw new GuestMemoryException(Errno.EINVAL, op, "offset must be >= 0 and length > 0", -1);
-        }
-        if ((mode & ~(KEEP_SIZE | PUNCH_HOLE)) != 0 || (mode & KEEP_SIZE) == 0) {
-            throw new GuestMemoryException(Errno.EOPNOTSUPP, op, "mode must be KEEP_SIZE, optionally with PUNCH_HOLE", -1);
-        }
-        if (offset % PAGE_SIZE != 0 || length % PAGE_SIZE != 0) {
-            throw new GuestMemoryException(Errno.EINVAL, op, "offset and length must be page aligned", -1);
-        }
         boolean punch = (mode & PUNCH_HOLE) != 0;
-        if (!punch && (offset > size || length > size - offset)) {
-            throw new GuestMemoryException(Errno.EINVAL, op, "allocation past the end of the " + size + "-byte file", -1);
-        }
         Events.RangeEvent event = punch ? new Events.Punch() : new Events.Allocate();
         event.offset = offset;
         event.length = length;
         event.begin();
-        lock.lock();
         try {
             ensureOpen(op);
-            if (punch) {
-                // As the kernel does, a punch past the end is clamped, and may become a no-op.
-                long end = offset >= size ? offset : Math.min(size, offset + Math.min(length, size));
-                if (end > offset) {
-                    punchLocked(op, offset, end - offset);
+            if (offset < 0 || length <= 0) {
+                throw new GuestMemoryException(Errno.EINVAL, op, "offset must be >= 0 and length > 0", -1);
+            }
+            if ((mode & ~(KEEP_SIZE | PUNCH_HOLE)) != 0 || (mode & KEEP_SIZE) == 0) {
+                throw new GuestMemoryException(Errno.EOPNOTSUPP, op, "mode must be KEEP_SIZE, optionally with PUNCH_HOLE", -1);
+            }
+            if (offset > Long.MAX_VALUE - length) {
+                throw new GuestMemoryException(Errno.EFBIG, op, "offset + length overflows the largest file offset", -1);
+            }
+            if (offset % PAGE_SIZE != 0 || length % PAGE_SIZE != 0) {
+                throw new GuestMemoryException(Errno.EINVAL, op, "offset and length must be page aligned", -1);
+            }
+            if (!punch && (offset > size || length > size - offset)) {
+                throw new GuestMemoryException(Errno.EINVAL, op, "allocation past the end of the " + size + "-byte file", -1);
+            }
+            lock.lock();
+            try {
+                ensureOpen(op);
+                if (punch) {
+                    // As the kernel does, a punch past the end is clamped, and may become a no-op.
+                    long end = offset >= size ? offset : offset + Math.min(length, size - offset);
+                    if (end > offset) {
+                        punchLocked(op, offset, end - offset);
+                    }
+                } else {
+                    file.allocate(offset, length);
+                    fallocated.set(page(offset), page(offset + length), true);
+                    changed(offset, length);
                 }
-            } else {
-                file.allocate(offset, length);
-                fallocated.set(page(offset), page(offset + length), true);
-                changed(offset, length);
+            } finally {
+                lock.unlock();
             }
         } catch (LinuxException e) {
             event.result = e.errnoName();
             throw fromKernel(op, e);
+        } catch (RuntimeException | Error e) {
+            event.result = outcome(e);
+            throw e;
         } finally {
-            lock.unlock();
             event.commit();
         }
     }
@@ -282,20 +330,53 @@ public final class GuestMemory implements AutoCloseable {
     }
 
     private void punchLocked(String op, long offset, long length) {
-        waitWhileBusy(offset, length);
-        List<Binding> affected = bindingsOver(offset, length);
-        for (Binding b : affected) {
-            b.invalidateBegin(offset, length, Invalidation.PUNCH);
-        }
+        waitWhileBusy(op, offset, length);
+        List<Binding> begun = new ArrayList<>(2);
+        Throwable failure = null;
         try {
+            for (Binding b : bindingsOver(offset, length)) {
+                begun.add(b);  // before the call: a begin that throws half-way is still ended
+                b.invalidateBegin(offset, length, Invalidation.PUNCH);
+            }
             file.punch(offset, length);
             fallocated.set(page(offset), page(offset + length), false);
             changed(offset, length);
+        } catch (Throwable t) {
+            failure = t;
+            throw t;
         } finally {
-            for (Binding b : affected) {
-                b.invalidateEnd(offset, length, Invalidation.PUNCH);
+            endInvalidation(begun, offset, length, Invalidation.PUNCH, failure);
+        }
+    }
+
+    /**
+     * Ends the invalidations begun, every one of them even when an owner throws. An owner's
+     * exception is added to {@code failure}, the one already ending the operation, when there
+     * is one; else the first is thrown.
+     */
+    private static void endInvalidation(List<Binding> begun, long offset, long length, Invalidation why, Throwable failure) {
+        RuntimeException first = null;
+        for (Binding b : begun) {
+            try {
+                b.invalidateEnd(offset, length, why);
+            } catch (RuntimeException e) {
+                if (failure != null) {
+                    failure.addSuppressed(e);
+                } else if (first == null) {
+                    first = e;
+                } else {
+                    first.addSuppressed(e);
+                }
             }
         }
+        if (first != null) {
+            throw first;
+        }
+    }
+
+    /** {@return the outcome a flight recorder event reports: the errno name, or the exception's class} */
+    private static String outcome(Throwable e) {
+        return e instanceof GuestMemoryException g ? g.errno().name() : e.getClass().getName();
     }
 
     // ---------------------------------------------------------------- conversion
@@ -316,71 +397,86 @@ public final class GuestMemory implements AutoCloseable {
      */
     public void convert(long offset, long length, Attribute target, Content content) {
         String op = "convert(offset=" + offset + ", len=" + length + ", " + target + ", " + content + ")";
-        ensureOpen(op);
-        checkRange(op, offset, length);
         Events.Convert event = new Events.Convert();
         event.offset = offset;
         event.length = length;
-        event.target = target.name();
-        event.content = content.name();
+        event.target = String.valueOf(target);
+        event.content = String.valueOf(content);
         event.begin();
-        lock.lock();
         try {
+            java.util.Objects.requireNonNull(target, "target");
+            java.util.Objects.requireNonNull(content, "content");
             ensureOpen(op);
-            waitWhileBusy(0, size);  // one conversion at a time: the busy range is a single range
-            long first = page(offset);
-            long end = page(offset + length);
-            boolean toPrivate = target == Attribute.PRIVATE;
-            if ((toPrivate ? attributes.firstClear(first, end) : attributes.firstSet(first, end)) < 0) {
-                return;
-            }
-            busyStart = offset;
-            busyEnd = offset + length;
+            checkRange(op, offset, length);
+            lock.lock();
             try {
-                if (toPrivate) {
-                    awaitNoPins(op, offset, length);
-                }
-                List<Binding> affected = bindingsOver(offset, length);
-                for (Binding b : affected) {
-                    b.invalidateBegin(offset, length, Invalidation.CONVERSION);
-                }
-                try {
-                    if (toPrivate) {
-                        revokeLeases(op, offset, length);
-                    }
-                    prepareOwners(op, offset, length, toPrivate, content);
-                    if (content == Content.ZERO) {
-                        zeroChanging(first, end, toPrivate);
-                    }
-                    attributes.set(first, end, toPrivate);
-                    conversions++;
-                    changed(offset, length);
-                } finally {
-                    for (Binding b : affected) {
-                        b.invalidateEnd(offset, length, Invalidation.CONVERSION);
-                    }
-                }
+                ensureOpen(op);
+                convertLocked(op, offset, length, target == Attribute.PRIVATE, content);
             } finally {
-                busyStart = busyEnd = -1;
-                changed.signalAll();
+                lock.unlock();
             }
         } catch (LinuxException e) {
             event.result = e.errnoName();
             throw fromKernel(op, e);
-        } catch (GuestMemoryException e) {
-            event.result = e.errno().name();
+        } catch (RuntimeException | Error e) {
+            event.result = outcome(e);
             throw e;
         } finally {
-            lock.unlock();
             event.commit();
         }
     }
 
+    private void convertLocked(String op, long offset, long length, boolean toPrivate, Content content) {
+        waitWhileBusy(op, 0, size);  // one conversion at a time: the busy range is a single range
+        long first = page(offset);
+        long end = page(offset + length);
+        if ((toPrivate ? attributes.firstClear(first, end) : attributes.firstSet(first, end)) < 0) {
+            return;
+        }
+        busyStart = offset;
+        busyEnd = offset + length;
+        busyThread = Thread.currentThread();
+        try {
+            if (toPrivate) {
+                awaitNoPins(op, offset, length);
+            }
+            List<Binding> begun = new ArrayList<>(2);
+            Throwable failure = null;
+            try {
+                for (Binding b : bindingsOver(offset, length)) {
+                    begun.add(b);  // before the call: a begin that throws half-way is still ended
+                    b.invalidateBegin(offset, length, Invalidation.CONVERSION);
+                }
+                if (toPrivate) {
+                    revokeLeases(op, offset, length);
+                }
+                prepareOwners(op, offset, length, toPrivate, content);
+                if (content == Content.ZERO) {
+                    zeroChanging(first, end, toPrivate);
+                }
+                attributes.set(first, end, toPrivate);
+                conversions++;
+                changed(offset, length);
+            } catch (Throwable t) {
+                failure = t;
+                throw t;
+            } finally {
+                endInvalidation(begun, offset, length, Invalidation.CONVERSION, failure);
+            }
+        } finally {
+            busyStart = busyEnd = -1;
+            busyThread = null;
+            changed.signalAll();
+        }
+    }
+
+    /** Waits at most the pin wait for the pins over the range to go; EBADF when the file closes meanwhile. */
     private void awaitNoPins(String op, long offset, long length) {
         long remaining = pinWait.toNanos();
         Pin pinned;
         while ((pinned = firstPinOver(offset, length)) != null && remaining > 0) {
             remaining = awaitNanos(remaining);
+            ensureOpen(op);  // close() dropped the pins: that is no reason to go on
         }
         if (pinned != null) {
             long at = Math.max(offset, pinned.offset());
@@ -453,6 +549,10 @@ public final class GuestMemory implements AutoCloseable {
                 try {
                     b.prepare(run[0], run[1], toPrivate, content);
                     done.add(new Object[] {b, run});
+                } catch (RuntimeException | Error e) {
+                    // An owner's own failure is no refusal, but the others must not stay prepared.
+                    rollbackPrepared(done, toPrivate, e);
+                    throw e;
                 } catch (OwnerRefusal refusal) {
                     Events.OwnerRefusal event = new Events.OwnerRefusal();
                     event.offset = refusal.offset();
@@ -460,13 +560,23 @@ public final class GuestMemory implements AutoCloseable {
                     event.reason = refusal.getMessage();
                     event.result = "EPERM";
                     event.commit();
-                    for (int i = done.size() - 1; i >= 0; i--) {
-                        long[] r = (long[]) done.get(i)[1];
-                        ((Binding) done.get(i)[0]).rollback(r[0], r[1], toPrivate);
-                    }
-                    throw new GuestMemoryException(Errno.EPERM, op, "owner refused page at offset " + refusal.offset()
-                            + ": " + refusal.getMessage(), refusal.offset());
+                    GuestMemoryException refused = new GuestMemoryException(Errno.EPERM, op, "owner refused page at offset "
+                            + refusal.offset() + ": " + refusal.getMessage(), refusal.offset());
+                    rollbackPrepared(done, toPrivate, refused);
+                    throw refused;
                 }
+            }
+        }
+    }
+
+    /** Rolls back the preparations done, newest first, every one even when an owner throws. */
+    private static void rollbackPrepared(List<Object[]> done, boolean toPrivate, Throwable failure) {
+        for (int i = done.size() - 1; i >= 0; i--) {
+            long[] r = (long[]) done.get(i)[1];
+            try {
+                ((Binding) done.get(i)[0]).rollback(r[0], r[1], toPrivate);
+            } catch (RuntimeException e) {
+                failure.addSuppressed(e);
             }
         }
     }
@@ -490,9 +600,13 @@ public final class GuestMemory implements AutoCloseable {
      * @param type   {@link MapType#SHARED}; private (copy-on-write) mappings are refused
      * @throws GuestMemoryException {@code ENODEV} without {@link Flag#MMAP}; {@code EINVAL} for
      *                              a private mapping or an unaligned offset or empty length;
+     *                              {@code EOVERFLOW} when the end of the mapping (offset plus
+     *                              length rounded up to a page) does not fit in a {@code long},
+     *                              as {@code mmap} gives when the page offset wraps;
      *                              {@code EBADF} when closed
      */
     public HostMapping map(long offset, long length, MapType type) {
+        java.util.Objects.requireNonNull(type, "type");
         String op = "mmap(offset=" + offset + ", len=" + length + ", " + type + ")";
         lock.lock();
         try {
@@ -505,6 +619,9 @@ public final class GuestMemory implements AutoCloseable {
             }
             if (offset < 0 || offset % PAGE_SIZE != 0 || length <= 0) {
                 throw new GuestMemoryException(Errno.EINVAL, op, "offset must be page aligned and length positive", -1);
+            }
+            if (length > Long.MAX_VALUE - (PAGE_SIZE - 1) || offset > Long.MAX_VALUE - roundUp(length)) {
+                throw new GuestMemoryException(Errno.EOVERFLOW, op, "the mapping would end past the largest file offset", -1);
             }
             return new HostMapping(this, offset, length);
         } finally {
@@ -531,7 +648,7 @@ public final class GuestMemory implements AutoCloseable {
         lock.lock();
         try {
             ensureOpen(op);
-            waitWhileBusy(offset, length);
+            waitWhileBusy(op, offset, length);
             long priv = attributes.firstSet(page(offset), page(offset + length));
             if (priv >= 0) {
                 throw new GuestMemoryException(Errno.EFAULT, op, "page at offset " + priv * PAGE_SIZE + " is private",
@@ -582,7 +699,7 @@ public final class GuestMemory implements AutoCloseable {
         try {
             ensureOpen(op);
             ensureMapped(mapping, op);
-            waitWhileBusy(fileOffset, length);
+            waitWhileBusy(op, fileOffset, length);
             checkHostAccess(op, fileOffset, length);
             return access.get();
         } catch (LinuxException e) {
@@ -620,6 +737,9 @@ public final class GuestMemory implements AutoCloseable {
     /** Faults shared pages in for writing, after checking every page. */
     void hostPrefault(HostMapping mapping, long fileOffset, long length, String op) {
         withHostAccess(mapping, fileOffset, length, op, () -> {
+            if (length == 0) {
+                return null;  // checked; an empty range faults in no page, not even the one it starts in
+            }
             long start = fileOffset / PAGE_SIZE * PAGE_SIZE;
             long end = (fileOffset + length + PAGE_SIZE - 1) / PAGE_SIZE * PAGE_SIZE;
             file.prefault(start, end - start);
@@ -649,20 +769,21 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
+    /**
+     * Faults an access to {@code [fileOffset, fileOffset + length)} (offset and length not
+     * negative) that reaches a private page or leaves the file, at the first such page.
+     * Overflow-safe: nothing is added before the range is known to be inside the file.
+     */
     private void checkHostAccess(String op, long fileOffset, long length) {
-        if (length <= 0) {
-            return;
+        if (fileOffset > size || (fileOffset == size && length > 0)) {
+            throw new HostAccessFault(op, page(fileOffset) * PAGE_SIZE, "past the end of the " + size + "-byte file");
         }
-        long firstPage = page(fileOffset);
-        long endPage = page(fileOffset + length + PAGE_SIZE - 1);
-        if (fileOffset >= size) {
-            throw new HostAccessFault(op, firstPage * PAGE_SIZE, "past the end of the " + size + "-byte file");
-        }
-        long priv = attributes.firstSet(firstPage, Math.min(endPage, pages));
-        if (priv >= 0) {
+        long inFile = Math.min(length, size - fileOffset);
+        long priv = attributes.firstSet(page(fileOffset), page(fileOffset + inFile + PAGE_SIZE - 1));
+        if (inFile > 0 && priv >= 0) {
             throw new HostAccessFault(op, priv * PAGE_SIZE, "the page is private");
         }
-        if (fileOffset + length > size) {
+        if (length > inFile) {
             throw new HostAccessFault(op, size, "past the end of the " + size + "-byte file");
         }
     }
@@ -677,21 +798,31 @@ public final class GuestMemory implements AutoCloseable {
      *                              or one that overlaps another binding's; {@code EBADF} when closed
      */
     public Binding bind(Owner owner, long offset, long length) {
+        java.util.Objects.requireNonNull(owner, "owner");
         String op = "bind(offset=" + offset + ", len=" + length + ")";
         ensureOpen(op);
         checkRange(op, offset, length);
         lock.lock();
         try {
             ensureOpen(op);
+            waitWhileBusy(op, offset, length);  // the owner reads the pages' attributes when bound
             for (Binding b : bindings) {
                 if (overlaps(b.offset(), b.length(), offset, length)) {
                     throw new GuestMemoryException(Errno.EINVAL, op, "file range [" + b.offset() + ", "
                             + (b.offset() + b.length()) + ") is already bound", Math.max(offset, b.offset()));
                 }
             }
-            Binding binding = new Binding(this, owner, offset, length, file.pages().asSlice(offset, length));
+            Arena arena = Arena.ofShared();
+            Binding binding = new Binding(this, owner, offset, length, arena, Mman.view(file.pages(), offset, length, arena));
             bindings.add(binding);
-            owner.bound(binding);
+            try {
+                owner.bound(binding);
+            } catch (RuntimeException | Error e) {
+                // The owner did not take the range: leave nothing of the binding behind.
+                bindings.remove(binding);
+                binding.end();
+                throw e;
+            }
             return binding;
         } finally {
             lock.unlock();
@@ -702,6 +833,7 @@ public final class GuestMemory implements AutoCloseable {
         lock.lock();
         try {
             if (bindings.remove(binding)) {
+                binding.end();
                 binding.owner().release(binding);
             }
         } finally {
@@ -732,13 +864,19 @@ public final class GuestMemory implements AutoCloseable {
 
     // ---------------------------------------------------------------- state
 
-    /** {@return the attribute of the page at {@code offset}} */
+    /**
+     * {@return the attribute of the page at {@code offset}}
+     *
+     * @throws GuestMemoryException {@code EINVAL} for an offset outside the file; {@code EBADF} when closed
+     */
     public Attribute attribute(long offset) {
+        String op = "attribute(offset=" + offset + ")";
         if (offset < 0 || offset >= size) {
-            throw new IndexOutOfBoundsException("offset " + offset + " is outside the " + size + "-byte file");
+            throw new GuestMemoryException(Errno.EINVAL, op, "offset is outside the " + size + "-byte file", -1);
         }
         lock.lock();
         try {
+            ensureOpen(op);
             return attributes.isSet(page(offset)) ? Attribute.PRIVATE : Attribute.SHARED;
         } finally {
             lock.unlock();
@@ -769,43 +907,81 @@ public final class GuestMemory implements AutoCloseable {
     /**
      * {@return the file as runs of pages in the same state, in offset order} Whether a page is
      * allocated is asked of the kernel ({@code mincore}), so it includes pages a guest touched.
+     *
+     * <p>The attributes are those of one instant during the call; the kernel is asked for
+     * residency after that, without the file's lock, because that takes time in proportion to
+     * the file's size (seconds for a TiB) and conversions must not wait for it. A page
+     * allocated or freed concurrently may show either way.
+     *
+     * @throws GuestMemoryException {@code EBADF} when closed, also when closed during the call
      */
     public List<PageRun> pageRuns() {
+        String op = "pageRuns()";
+        RunMap privates = new RunMap(false);
+        RunMap allocated = new RunMap(false);
         lock.lock();
         try {
-            ensureOpen("pageRuns()");
-            List<PageRun> runs = new ArrayList<>();
-            RunMap allocated = new RunMap(false);
-            BackingFile.forEachResidentRun(file, 0, size, (o, l) -> allocated.set(page(o), page(o + l), true));
+            ensureOpen(op);
+            // Proportional to the runs, not the pages: cheap under the lock.
+            attributes.forEachRun(0, pages, true, (from, to) -> privates.set(from, to, true));
             fallocated.forEachRun(0, pages, true, (from, to) -> allocated.set(from, to, true));
-            // Cut the file where either bit flips.
-            List<Long> cuts = new ArrayList<>();
-            attributes.forEachFlip(1, pages, p -> cuts.add(p * PAGE_SIZE));
-            allocated.forEachFlip(1, pages, p -> cuts.add(p * PAGE_SIZE));
-            cuts.add(size);
-            cuts.sort(null);
-            long start = 0;
-            for (long cut : cuts) {
-                if (cut <= start) {
-                    continue;
-                }
-                boolean isAllocated = allocated.isSet(page(start));
-                Attribute attribute = attributes.isSet(page(start)) ? Attribute.PRIVATE : Attribute.SHARED;
-                PageRun last = runs.isEmpty() ? null : runs.getLast();
-                if (last != null && last.attribute() == attribute && last.allocated() == isAllocated) {
-                    runs.set(runs.size() - 1, new PageRun(last.offset(), cut - last.offset(), attribute, isAllocated));
-                } else {
-                    runs.add(new PageRun(start, cut - start, attribute, isAllocated));
-                }
-                start = cut;
-            }
-            return runs;
+            users++;
         } finally {
             lock.unlock();
         }
+        try {
+            Runnable hook = beforeResidencyScan;
+            if (hook != null) {
+                hook.run();
+            }
+            for (long chunk = 0; chunk < size; chunk += RESIDENCY_SCAN_BYTES) {
+                ensureOpen(op);  // close() waits for this scan: leave at once
+                BackingFile.forEachResidentRun(file, chunk, Math.min(RESIDENCY_SCAN_BYTES, size - chunk),
+                        (o, l) -> allocated.set(page(o), page(o + l), true));
+            }
+        } finally {
+            lock.lock();
+            try {
+                users--;
+                changed.signalAll();
+            } finally {
+                lock.unlock();
+            }
+        }
+        // Cut the file where either bit flips.
+        List<Long> cuts = new ArrayList<>();
+        privates.forEachFlip(1, pages, p -> cuts.add(p * PAGE_SIZE));
+        allocated.forEachFlip(1, pages, p -> cuts.add(p * PAGE_SIZE));
+        cuts.add(size);
+        cuts.sort(null);
+        List<PageRun> runs = new ArrayList<>();
+        long start = 0;
+        for (long cut : cuts) {
+            if (cut <= start) {
+                continue;
+            }
+            boolean isAllocated = allocated.isSet(page(start));
+            Attribute attribute = privates.isSet(page(start)) ? Attribute.PRIVATE : Attribute.SHARED;
+            PageRun last = runs.isEmpty() ? null : runs.getLast();
+            if (last != null && last.attribute() == attribute && last.allocated() == isAllocated) {
+                runs.set(runs.size() - 1, new PageRun(last.offset(), cut - last.offset(), attribute, isAllocated));
+            } else {
+                runs.add(new PageRun(start, cut - start, attribute, isAllocated));
+            }
+            start = cut;
+        }
+        return runs;
     }
 
-    /** {@return how many pages are shared, private and allocated} */
+    /** How much of the file one step of the residency scan covers: a close waits for one step at most. */
+    private static final long RESIDENCY_SCAN_BYTES = 1L << 30;
+
+    /**
+     * {@return how many pages are shared, private and allocated} As {@link #pageRuns()}, the
+     * file's lock is not held while the kernel is asked for residency.
+     *
+     * @throws GuestMemoryException {@code EBADF} when closed
+     */
     public PageCounts pageCounts() {
         long shared = 0;
         long privates = 0;
@@ -844,8 +1020,13 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
-    /** {@return the file descriptor of the backing, for owners that hand it to the kernel} */
+    /**
+     * {@return the file descriptor of the backing, for owners that hand it to the kernel}
+     *
+     * @throws GuestMemoryException {@code EBADF} when closed: the number may name another file by now
+     */
     public int fd() {
+        ensureOpen("fd()");
         return file.fd();
     }
 
@@ -860,15 +1041,28 @@ public final class GuestMemory implements AutoCloseable {
     }
 
     /**
-     * Closes the file: revokes every lease and pin, releases every binding, and frees the
-     * memory. Idempotent.
+     * Closes the file: revokes every lease and pin, releases every binding, ends every
+     * operation in progress (those waiting fail with {@code EBADF}), and only then closes the
+     * file descriptor and frees the memory. Idempotent. An owner that throws from
+     * {@link Owner#release} does not keep the file open: the others are released, the file
+     * is closed, then the first such exception is thrown.
+     *
+     * @throws GuestMemoryException {@code EDEADLK} when called from an owner callback while the
+     *                              file is open: the operation that called the owner still uses
+     *                              the file and cannot end until the callback returns, so the
+     *                              close would have to wait for itself; nothing changes
      */
     @Override
     public void close() {
+        RuntimeException ownerFailure = null;
         lock.lock();
         try {
             if (closed) {
                 return;
+            }
+            if (lock.getHoldCount() > 1) {
+                throw new GuestMemoryException(Errno.EDEADLK, "close()", "called from an owner callback: the operation "
+                        + "that called the owner still uses the file; close after it returns", -1);
             }
             closed = true;
             for (Lease lease : leases) {
@@ -881,13 +1075,28 @@ public final class GuestMemory implements AutoCloseable {
             pins.clear();
             for (Binding b : List.copyOf(bindings)) {
                 bindings.remove(b);
-                b.owner().release(b);
+                b.end();
+                try {
+                    b.owner().release(b);
+                } catch (RuntimeException e) {
+                    if (ownerFailure == null) {
+                        ownerFailure = e;
+                    } else {
+                        ownerFailure.addSuppressed(e);
+                    }
+                }
             }
-            changed.signalAll();
+            changed.signalAll();  // waiters wake, see the file closed, and fail with EBADF
+            while (users > 0) {
+                changed.awaitUninterruptibly();
+            }
         } finally {
             lock.unlock();
         }
         file.close();
+        if (ownerFailure != null) {
+            throw ownerFailure;
+        }
     }
 
     // ---------------------------------------------------------------- change tracking
@@ -901,6 +1110,7 @@ public final class GuestMemory implements AutoCloseable {
      *                              than 2^31 - 1 pages
      */
     public ChangeLog trackChanges() {
+        ensureOpen("trackChanges()");  // EBADF first, as for every call on a closed fd
         if (pages > Integer.MAX_VALUE) {
             // Checked here, not when a change is marked: a mark must never fail half-way through a conversion.
             throw new GuestMemoryException(Errno.EFBIG, "trackChanges()", "a change log indexes pages with an int: files up to "
@@ -963,7 +1173,7 @@ public final class GuestMemory implements AutoCloseable {
         lock.lock();
         try {
             ensureOpen("copyIfShared");
-            waitWhileBusy(fileOffset, to.byteSize());
+            waitWhileBusy("copyIfShared", fileOffset, to.byteSize());
             if (attributes.firstSet(page(fileOffset), page(fileOffset + to.byteSize() + PAGE_SIZE - 1)) >= 0) {
                 return false;
             }
@@ -982,14 +1192,22 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
-    /** Waits until no conversion is in progress over the range (conversions wait for any). */
-    private void waitWhileBusy(long offset, long length) {
+    /**
+     * Waits until no conversion is in progress over the range (conversions wait for any).
+     *
+     * @throws GuestMemoryException {@code EDEADLK} when the conversion in progress is this
+     *                              thread's own (an owner callback called back), which would
+     *                              never end; {@code EBADF} when the file closed meanwhile
+     */
+    private void waitWhileBusy(String op, long offset, long length) {
         while (busyStart >= 0 && overlaps(busyStart, busyEnd - busyStart, offset, length)) {
+            if (busyThread == Thread.currentThread()) {
+                throw new GuestMemoryException(Errno.EDEADLK, op, "called from an owner callback of the conversion of ["
+                        + busyStart + ", " + busyEnd + "), which cannot end until the callback returns", busyStart);
+            }
             changed.awaitUninterruptibly();
         }
-        if (closed) {
-            throw new GuestMemoryException(Errno.EBADF, "wait", "the file was closed", -1);
-        }
+        ensureOpen(op);
     }
 
     private void checkRange(String op, long offset, long length) {
@@ -1007,6 +1225,11 @@ public final class GuestMemory implements AutoCloseable {
 
     private static long page(long offset) {
         return offset / PAGE_SIZE;
+    }
+
+    /** {@return {@code bytes} rounded up to whole pages; {@code bytes <= Long.MAX_VALUE - PAGE_SIZE + 1}} */
+    private static long roundUp(long bytes) {
+        return (bytes + PAGE_SIZE - 1) / PAGE_SIZE * PAGE_SIZE;
     }
 
     MemorySegment pages() {

@@ -12,6 +12,11 @@ import java.lang.foreign.MemorySegment;
  * the file, raises {@link HostAccessFault}; a revoked segment raises
  * {@link IllegalStateException}. Offsets here are relative to the mapping.
  *
+ * <p>Every range is checked before anything is touched, without overflow: a negative length
+ * is {@code EINVAL}; a range that leaves the mapping is {@code EFAULT}, as a system call given
+ * an address outside every mapping answers. A null argument throws
+ * {@link NullPointerException} naming it.
+ *
  * @implSpec Thread safe.
  */
 public final class HostMapping implements AutoCloseable {
@@ -39,50 +44,76 @@ public final class HostMapping implements AutoCloseable {
     /**
      * Leases direct access to {@code [at, at + bytes)} of the mapping.
      *
-     * @throws HostAccessFault           when a page is private or past the end of the file
-     * @throws IndexOutOfBoundsException when the range leaves the mapping
-     * @throws GuestMemoryException      {@code EFAULT} when the mapping is closed, {@code EBADF}
-     *                                   when the file is
+     * @param bytes positive: a lease of nothing is refused, as {@code mmap} refuses length 0
+     * @throws HostAccessFault      when a page is private or past the end of the file
+     * @throws GuestMemoryException {@code EINVAL} when {@code bytes} is not positive;
+     *                              {@code EFAULT} when the range leaves the mapping or the
+     *                              mapping is closed; {@code EBADF} when the file is closed
      */
     public Lease lease(long at, long bytes) {
-        checkBounds(at, bytes);
-        return memory.lease(this, offset + at, bytes, "lease(offset=" + at + ", len=" + bytes + ")");
+        String op = "lease(offset=" + at + ", len=" + bytes + ")";
+        if (bytes == 0) {
+            throw new GuestMemoryException(Errno.EINVAL, op, "a lease must cover at least one byte", -1);
+        }
+        checkBounds(op, at, bytes);
+        return memory.lease(this, offset + at, bytes, op);
     }
 
     /**
      * Copies {@code destination.byteSize()} bytes from the mapping at {@code at}.
      *
-     * @throws HostAccessFault when any page is private or past the end; nothing is copied
+     * @throws HostAccessFault     when any page is private or past the end; nothing is copied
+     * @throws GuestMemoryException {@code EFAULT} when the range leaves the mapping, the
+     *                              mapping or the destination is closed, or the destination is
+     *                              read-only; {@code EBADF} when the file is closed
      */
     public void read(long at, MemorySegment destination) {
-        checkBounds(at, destination.byteSize());
-        memory.hostCopy(this, offset + at, destination, false,
-                "read(offset=" + at + ", len=" + destination.byteSize() + ")");
+        java.util.Objects.requireNonNull(destination, "destination");
+        String op = "read(offset=" + at + ", len=" + destination.byteSize() + ")";
+        checkBounds(op, at, destination.byteSize());
+        checkSegment(op, destination, true);
+        memory.hostCopy(this, offset + at, destination, false, op);
     }
 
     /**
      * Copies {@code source} into the mapping at {@code at}.
      *
-     * @throws HostAccessFault when any page is private or past the end; nothing is written
+     * @throws HostAccessFault     when any page is private or past the end; nothing is written
+     * @throws GuestMemoryException {@code EFAULT} when the range leaves the mapping, or the
+     *                              mapping or the source is closed; {@code EBADF} when the
+     *                              file is closed
      */
     public void write(long at, MemorySegment source) {
-        checkBounds(at, source.byteSize());
-        memory.hostCopy(this, offset + at, source, true, "write(offset=" + at + ", len=" + source.byteSize() + ")");
+        java.util.Objects.requireNonNull(source, "source");
+        String op = "write(offset=" + at + ", len=" + source.byteSize() + ")";
+        checkBounds(op, at, source.byteSize());
+        checkSegment(op, source, false);
+        memory.hostCopy(this, offset + at, source, true, op);
     }
 
     /**
      * Faults the pages of {@code [at, at + bytes)} in for writing now, as
      * {@code MADV_POPULATE_WRITE} does, so that later host access does not fault page by page.
      *
-     * @throws HostAccessFault when any page is private or past the end; nothing is faulted in
+     * @throws HostAccessFault     when any page is private or past the end; nothing is faulted in
+     * @throws GuestMemoryException {@code EINVAL} when {@code bytes} is negative; {@code EFAULT}
+     *                              when the range leaves the mapping or the mapping is closed;
+     *                              {@code EBADF} when the file is closed
      */
     public void prefault(long at, long bytes) {
-        checkBounds(at, bytes);
-        memory.hostPrefault(this, offset + at, bytes, "prefault(offset=" + at + ", len=" + bytes + ")");
+        String op = "prefault(offset=" + at + ", len=" + bytes + ")";
+        checkBounds(op, at, bytes);
+        memory.hostPrefault(this, offset + at, bytes, op);
     }
 
-    /** {@return a copy of {@code bytes} bytes at {@code at}} @see #read(long, MemorySegment) */
+    /**
+     * {@return a copy of {@code bytes} bytes at {@code at}}
+     *
+     * @throws GuestMemoryException {@code EINVAL} when {@code bytes} is negative
+     * @see #read(long, MemorySegment)
+     */
     public byte[] read(long at, int bytes) {
+        checkBounds("read(offset=" + at + ", len=" + bytes + ")", at, bytes);
         byte[] data = new byte[bytes];
         read(at, MemorySegment.ofArray(data));
         return data;
@@ -90,13 +121,28 @@ public final class HostMapping implements AutoCloseable {
 
     /** Writes {@code data} at {@code at}. @see #write(long, MemorySegment) */
     public void write(long at, byte[] data) {
+        java.util.Objects.requireNonNull(data, "data");
         write(at, MemorySegment.ofArray(data));
     }
 
-    private void checkBounds(long at, long bytes) {
-        if (at < 0 || bytes < 0 || at > length - bytes) {
-            throw new IndexOutOfBoundsException("range [" + at + ", " + at + " + " + bytes
-                    + ") is outside the " + length + "-byte mapping");
+    /** Refuses a negative length (EINVAL) and a range that leaves the mapping (EFAULT), overflow-safely. */
+    private void checkBounds(String op, long at, long bytes) {
+        if (bytes < 0) {
+            throw new GuestMemoryException(Errno.EINVAL, op, "the length is negative", -1);
+        }
+        if (at < 0 || at > length - bytes) {
+            throw new GuestMemoryException(Errno.EFAULT, op, "range [" + at + ", " + at + " + " + bytes
+                    + ") leaves the " + length + "-byte mapping", -1);
+        }
+    }
+
+    /** Refuses a host segment that is closed, or read-only where it is to be written (EFAULT). */
+    private static void checkSegment(String op, MemorySegment host, boolean written) {
+        if (!host.scope().isAlive()) {
+            throw new GuestMemoryException(Errno.EFAULT, op, "the host segment is no longer alive", -1);
+        }
+        if (written && host.isReadOnly()) {
+            throw new GuestMemoryException(Errno.EFAULT, op, "the host segment is read-only", -1);
         }
     }
 

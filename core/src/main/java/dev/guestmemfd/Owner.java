@@ -15,7 +15,15 @@ package dev.guestmemfd;
  * place (memory encryption), on pKVM and Gunyah they can.
  *
  * @implSpec Callbacks must not block on other threads that use the same file; they may call
- * back into the file from the same thread. The default methods accept everything.
+ * back into the file from the same thread, except for a call that would have to wait for the
+ * operation that is calling the owner: a conversion or a pin of a range being converted, any
+ * conversion from inside a conversion's callbacks, and {@link GuestMemory#close()}. Such a
+ * call fails at once with {@code EDEADLK} (the operation cannot end before the callback
+ * returns, so the call would wait on itself); the operation goes on if the owner catches it,
+ * and ends with it otherwise. A callback that throws a {@link RuntimeException} ends the
+ * operation as a refusal does (the other owners' preparations are rolled back), and the
+ * exception reaches the caller as it is. Once released, an owner receives no further call.
+ * The default methods accept everything.
  */
 public interface Owner {
     /**

@@ -206,7 +206,7 @@ abstract class GuestMemoryContract {
             assertThat(map.read(0, (int) PAGE)).containsOnly(1);
             assertErrno(() -> map.read(PAGE, 1), "EFAULT");
             assertErrno(() -> map.lease(PAGE, PAGE), "EFAULT");
-            assertThatThrownBy(() -> map.read(4 * PAGE, 1)).isInstanceOf(IndexOutOfBoundsException.class);
+            assertErrno(() -> map.read(4 * PAGE, 1), "EFAULT");  // leaves the mapping
         }
     }
 

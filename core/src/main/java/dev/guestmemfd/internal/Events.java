@@ -10,6 +10,8 @@ import jdk.jfr.Name;
 /**
  * The JDK Flight Recorder events of the library, one per operation, each with the file
  * range and its duration, so that JDK Mission Control shows where guest memory time goes.
+ * An event is recorded for every call, refused ones included (an argument refused up front
+ * too), with its real outcome.
  */
 public final class Events {
     private Events() {
@@ -29,7 +31,7 @@ public final class Events {
         public long length;
 
         @Label("Result")
-        @Description("ok, or the errno equivalent of the refusal")
+        @Description("ok, the errno name of the refusal, or the class of the exception that ended the call")
         public String result = "ok";
     }
 
