@@ -1,16 +1,21 @@
 package dev.guestmemfd;
 
 import java.lang.foreign.MemorySegment;
+import java.util.Objects;
+import java.util.function.Consumer;
+import java.util.function.Function;
 
 /**
  * Host access to a range of a guest memory file, like a VMA: it lives until closed, and
  * through it host code reaches the pages that are shared at the time of access.
  *
- * <p>Two ways in: {@link #read} and {@link #write} check every page and copy; a
- * {@link Lease} hands out a {@link MemorySegment} for direct access, which a conversion of
- * any of its pages to private revokes. Touching a private page, or a page past the end of
- * the file, raises {@link HostAccessFault}; a revoked segment raises
- * {@link IllegalStateException}. Offsets here are relative to the mapping.
+ * <p>Three ways in: {@link #access} and {@link #compute} run code with a segment that lives
+ * for the call only; {@link #read} and {@link #write} copy; a {@link Lease} hands out a
+ * {@link MemorySegment} for as long as the pages stay shared. The first two are the fast
+ * path: they take no file-wide lock, and a conversion to private waits only for the ones in
+ * flight over its own pages. Touching a private page, or a page past the end of the file,
+ * raises {@link HostAccessFault}; a revoked segment raises {@link IllegalStateException}.
+ * Offsets here are relative to the mapping.
  *
  * @implSpec Thread safe.
  */
@@ -50,24 +55,64 @@ public final class HostMapping implements AutoCloseable {
     }
 
     /**
-     * Copies {@code destination.byteSize()} bytes from the mapping at {@code at}.
+     * Runs {@code action} with a segment over {@code [at, at + bytes)} of the mapping, valid
+     * for the duration of the call and in this thread only. Every page is shared throughout:
+     * a conversion to private of any of them waits until the call returns (at most its pin
+     * wait, then it fails with {@code EAGAIN}), and one that began first makes this call wait
+     * for it to end.
+     *
+     * <p>Cost: two atomic additions to counters that only accesses to nearby pages share, and
+     * a confined arena; no lock. Keep the action short: a conversion of these pages waits for
+     * it. The segment must not escape the action (its arena is closed when the action returns).
+     *
+     * @throws HostAccessFault           when a page is private or past the end of the file;
+     *                                   {@code action} does not run
+     * @throws IndexOutOfBoundsException when the range leaves the mapping
+     * @throws GuestMemoryException      {@code EFAULT} when the mapping is closed, {@code EBADF}
+     *                                   when the file is
+     */
+    public void access(long at, long bytes, Consumer<? super MemorySegment> action) {
+        Objects.requireNonNull(action, "action");
+        checkBounds(at, bytes);
+        memory.access(this, offset + at, bytes, segment -> {
+            action.accept(segment);
+            return null;
+        });
+    }
+
+    /**
+     * {@return what {@code action} returns, run as {@link #access} runs it}
+     *
+     * @throws HostAccessFault           when a page is private or past the end of the file
+     * @throws IndexOutOfBoundsException when the range leaves the mapping
+     * @throws GuestMemoryException      {@code EFAULT} when the mapping is closed, {@code EBADF}
+     *                                   when the file is
+     */
+    public <T> T compute(long at, long bytes, Function<? super MemorySegment, ? extends T> action) {
+        Objects.requireNonNull(action, "action");
+        checkBounds(at, bytes);
+        return memory.access(this, offset + at, bytes, action);
+    }
+
+    /**
+     * Copies {@code destination.byteSize()} bytes from the mapping at {@code at}, as a scoped
+     * {@link #access}: no file-wide lock.
      *
      * @throws HostAccessFault when any page is private or past the end; nothing is copied
      */
     public void read(long at, MemorySegment destination) {
         checkBounds(at, destination.byteSize());
-        memory.hostCopy(this, offset + at, destination, false,
-                "read(offset=" + at + ", len=" + destination.byteSize() + ")");
+        memory.hostCopy(this, offset + at, destination, false);
     }
 
     /**
-     * Copies {@code source} into the mapping at {@code at}.
+     * Copies {@code source} into the mapping at {@code at}, as a scoped {@link #access}.
      *
      * @throws HostAccessFault when any page is private or past the end; nothing is written
      */
     public void write(long at, MemorySegment source) {
         checkBounds(at, source.byteSize());
-        memory.hostCopy(this, offset + at, source, true, "write(offset=" + at + ", len=" + source.byteSize() + ")");
+        memory.hostCopy(this, offset + at, source, true);
     }
 
     /**

@@ -90,10 +90,37 @@ public abstract sealed class BackingFile implements AutoCloseable
         Mman.mincore(pages.asSlice(offset, length), residency);
     }
 
+    /**
+     * Unmaps the owner's view and closes the file descriptor; never throws. When a native call
+     * still holds the view (through an owner's segment), the view's pages become anonymous at
+     * once and the addresses stay reserved until the {@link Reaper} can close its arena: no
+     * later mapping can take them while the segment can still reach them.
+     */
     @Override
     public void close() {
-        arena.close();
-        Fd.close(fd);
+        try {
+            arena.close();
+        } catch (IllegalStateException heldByNativeCall) {
+            try {
+                Mman.mmapFixed(pages.address(), size, Mman.PROT_READ | Mman.PROT_WRITE,
+                        Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS | Mman.MAP_NORESERVE, -1, 0);
+            } catch (LinuxException e) {
+                // The file stays mapped (the mapping keeps it alive) until the arena closes.
+            }
+            Reaper.schedule(() -> {
+                try {
+                    arena.close();
+                    return true;
+                } catch (IllegalStateException stillHeld) {
+                    return false;
+                }
+            });
+        }
+        try {
+            Fd.close(fd);
+        } catch (LinuxException e) {
+            // close(2) releases the descriptor even when it reports an error.
+        }
     }
 
     /** A memfd: fallocate and punch hole are the kernel's (the defaults). */
