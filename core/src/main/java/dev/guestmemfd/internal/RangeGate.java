@@ -27,7 +27,7 @@ import java.util.concurrent.locks.ReentrantLock;
  */
 public final class RangeGate {
     /** Stripes of in-flight counters: a power of two. */
-    public static final int STRIPES = 64;
+    public static final int STRIPES = 256;
     /** Pages per group: consecutive pages of one group share a stripe. */
     public static final int GROUP_PAGES = 16;
     private static final int GROUP_SHIFT = Integer.numberOfTrailingZeros(GROUP_PAGES);
