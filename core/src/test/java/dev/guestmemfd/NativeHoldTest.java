@@ -296,6 +296,39 @@ class NativeHoldTest {
     }
 
     @Test
+    void aScopedAccessThatArrivesDuringAConversionWaitsForItsEndAndThenFaults() throws Exception {
+        try (GuestMemory memory = sharedFile(4); HostMapping mapping = memory.map(0, 4 * PAGE)) {
+            CountDownLatch preparing = new CountDownLatch(1);
+            CountDownLatch finish = new CountDownLatch(1);
+            memory.bind(new Owner() {
+                @Override
+                public void prepareInaccessible(Binding b, long offset, long length, Content content) {
+                    preparing.countDown();
+                    awaitLatch(finish);  // the conversion is half-way: revoked, not yet private
+                }
+            }, 0, 4 * PAGE);
+            Thread converter = Thread.ofPlatform().start(() -> memory.convert(0, PAGE, Attribute.PRIVATE, Content.PRESERVE));
+            assertThat(preparing.await(20, TimeUnit.SECONDS)).isTrue();
+            AtomicReference<Object> outcome = new AtomicReference<>();
+            Thread accessor = Thread.ofPlatform().start(() -> {
+                try {
+                    mapping.access(0, PAGE, s -> outcome.set("ran while the page was being converted"));
+                    outcome.compareAndSet(null, "ran");
+                } catch (HostAccessFault fault) {
+                    outcome.compareAndSet(null, fault);
+                }
+            });
+            await(() -> accessor.getState() == Thread.State.WAITING, "the access to wait at the gate");
+            mapping.access(PAGE, PAGE, s -> s.set(JAVA_LONG, 0, HOST));  // other pages go on meanwhile
+            assertThat(outcome.get()).as("nothing ran yet").isNull();
+            finish.countDown();
+            converter.join(20_000);
+            accessor.join(20_000);
+            assertThat(outcome.get()).isInstanceOf(HostAccessFault.class);
+        }
+    }
+
+    @Test
     void aScopedAccessThatOutlivesThePinWaitMakesTheConversionFailWithEagainChangingNothing() throws Exception {
         try (GuestMemory memory = sharedFile(4); HostMapping mapping = memory.map(0, 4 * PAGE)) {
             memory.pinWait(Duration.ofMillis(5));
