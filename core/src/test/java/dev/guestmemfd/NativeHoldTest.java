@@ -319,7 +319,10 @@ class NativeHoldTest {
                 }
             });
             await(() -> accessor.getState() == Thread.State.WAITING, "the access to wait at the gate");
-            mapping.access(PAGE, PAGE, s -> s.set(JAVA_LONG, 0, HOST));  // other pages go on meanwhile
+            // Other pages go on meanwhile, though the conversion holds the file's lock: no host access takes it.
+            mapping.access(PAGE, PAGE, s -> s.set(JAVA_LONG, 0, HOST));
+            mapping.write(2 * PAGE, new byte[] {1, 2, 3});
+            assertThat(mapping.read(2 * PAGE, 3)).containsExactly(1, 2, 3);
             assertThat(outcome.get()).as("nothing ran yet").isNull();
             finish.countDown();
             converter.join(20_000);

@@ -29,6 +29,9 @@ public final class PrivateRuns {
 
     /** {@return the first private page in {@code [start, end)}, or -1} */
     public long firstPrivate(long start, long end) {
+        if (runs.isEmpty()) {
+            return -1;  // a file with no private page: no search, no boxing
+        }
         Map.Entry<Long, Long> before = runs.floorEntry(start);
         if (before != null && before.getValue() > start) {
             return start;
