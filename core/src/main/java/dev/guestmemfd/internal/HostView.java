@@ -50,12 +50,11 @@ public final class HostView {
     private boolean unmapped;  // guarded by this
 
     /** Maps all of {@code fd} ({@code size} bytes) for the host. */
-    @SuppressWarnings("restricted") // the mapping's lifetime is this object's, ended by unmap()
     public HostView(int fd, long size) {
         this.fd = fd;
         this.size = size;
-        this.base = Mman.mmapUntied(size, RW, Mman.MAP_SHARED | Mman.MAP_NORESERVE, fd, 0);
-        this.pages = MemorySegment.ofAddress(base).reinterpret(size);
+        this.pages = Mman.mmapUntied(size, RW, Mman.MAP_SHARED | Mman.MAP_NORESERVE, fd, 0);
+        this.base = pages.address();
         long count = size / Mman.PAGE_SIZE;
         this.exposed = new PageBits(false, count);
         this.replaced = new PageBits(false, count);

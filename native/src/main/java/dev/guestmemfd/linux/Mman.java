@@ -97,13 +97,15 @@ public final class Mman {
 
     /**
      * Maps {@code length} bytes like {@link #mmap}, but leaves the lifetime to the caller:
-     * nothing unmaps it but {@link #munmap}.
+     * nothing unmaps it but {@link #munmap}, and the segment returned stays valid for Java
+     * after that; the caller must never hand it out.
      *
-     * @return the address of the mapping
+     * @return a segment of exactly {@code length} bytes over the mapping, of the global scope
      * @throws LinuxException as {@link #mmap}
      */
-    public static long mmapUntied(long length, int prot, int flags, int fd, long offset) {
-        return mmapAt(0, length, prot, flags, fd, offset);
+    @SuppressWarnings("restricted") // the caller owns the mapping's lifetime and keeps the segment to itself
+    public static MemorySegment mmapUntied(long length, int prot, int flags, int fd, long offset) {
+        return MemorySegment.ofAddress(mmapAt(0, length, prot, flags, fd, offset)).reinterpret(length);
     }
 
     /**
