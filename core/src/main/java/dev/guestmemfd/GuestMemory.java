@@ -325,14 +325,16 @@ public final class GuestMemory implements AutoCloseable {
     /**
      * Converts a range to shared or private, whole or not at all.
      *
-     * <p>To private: new host references over the range wait; pins over it are waited for
-     * (at most the pin wait), then every lease over it is revoked, the owners are told, and
-     * only then do the pages change. To shared: the owners are asked first. Pages already in
-     * the target state are left as they are, contents included.
+     * <p>To private: new host references over the range wait; pins and scoped host accesses
+     * over it are waited for (at most the pin wait each), then every lease over it is
+     * revoked and the pages are taken out of the host's mapping (a segment a native call
+     * holds reaches zeros from then on), the owners are told, and only then do the pages
+     * change. To shared: the owners are asked first. Pages already in the target state are
+     * left as they are, contents included.
      *
      * @throws GuestMemoryException {@code EINVAL} for an unaligned, empty or out-of-file range;
      *                              {@code EAGAIN} when a pin outlived the wait (error offset:
-     *                              the first pinned page), or a lease is in a native call;
+     *                              the first pinned page), or a scoped host access did;
      *                              {@code EPERM} when an owner refused (error offset: the page);
      *                              {@code EBADF} when closed
      */
