@@ -192,7 +192,13 @@ public final class Binding implements AutoCloseable {
     /** Ends the binding, under the file's lock: no more calls to the owner, no more access through its pages. */
     void end() {
         closed = true;
-        arena.close();
+        try {
+            arena.close();
+        } catch (IllegalStateException heldByNativeCall) {
+            // The segment stays valid until the call lets go: the file keeps the owner's view
+            // mapped (never reused) until then, and closes the arena as soon as it can.
+            memory.keepOwnerView(arena);
+        }
     }
 
     /** Unbinds: the owner is released and stops receiving calls. Idempotent. */

@@ -2,7 +2,10 @@ package dev.guestmemfd;
 
 import dev.guestmemfd.internal.BackingFile;
 import dev.guestmemfd.internal.Events;
+import dev.guestmemfd.internal.HostView;
 import dev.guestmemfd.internal.PageBits;
+import dev.guestmemfd.internal.PrivateRuns;
+import dev.guestmemfd.internal.RangeGate;
 import dev.guestmemfd.internal.RunMap;
 import dev.guestmemfd.linux.Fd;
 import dev.guestmemfd.linux.KvmDevice;
@@ -16,6 +19,7 @@ import java.util.List;
 import java.util.Set;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
+import java.util.function.Function;
 
 /**
  * A guest memory file: a fixed-size, memory-only file whose pages are allocated on demand,
@@ -75,6 +79,12 @@ public final class GuestMemory implements AutoCloseable {
     private final List<Binding> bindings = new ArrayList<>();
     /** Open change logs: usually none, one while a migration runs. */
     private final List<ChangeLog> changeLogs = new ArrayList<>();
+    /** The host's own mapping of the file: every segment handed to host code is a view of it. */
+    private final HostView hostView;
+    /** Keeps scoped host accesses and the conversion of their pages apart, without the lock. */
+    private final RangeGate gate = new RangeGate(lock);
+    /** The private pages, for host accesses that take no lock; follows {@code attributes} when a conversion ends. */
+    private final PrivateRuns privateRuns;
     /** The range of the conversion in progress, whose pages grant no new host reference. */
     private long busyStart = -1;
     private long busyEnd = -1;
@@ -100,6 +110,18 @@ public final class GuestMemory implements AutoCloseable {
         this.flags = Set.copyOf(flags);
         this.attributes = new PageBits(!flags.contains(Flag.INIT_SHARED), pages);
         this.fallocated = new PageBits(false, pages);
+        this.privateRuns = new PrivateRuns(!flags.contains(Flag.INIT_SHARED), pages);
+        this.hostView = hostViewOf(file);
+    }
+
+    /** {@return the host's mapping of {@code file}; the file is closed when it cannot be mapped} */
+    private static HostView hostViewOf(BackingFile file) {
+        try {
+            return new HostView(file.fd(), file.size());
+        } catch (LinuxException e) {
+            file.close();
+            throw e;
+        }
     }
 
     /**
@@ -384,14 +406,16 @@ public final class GuestMemory implements AutoCloseable {
     /**
      * Converts a range to shared or private, whole or not at all.
      *
-     * <p>To private: new host references over the range wait; pins over it are waited for
-     * (at most the pin wait), then every lease over it is revoked, the owners are told, and
-     * only then do the pages change. To shared: the owners are asked first. Pages already in
-     * the target state are left as they are, contents included.
+     * <p>To private: new host references over the range wait; pins and scoped host accesses
+     * over it are waited for (at most the pin wait each), then every lease over it is
+     * revoked and the pages are taken out of the host's mapping (a segment a native call
+     * holds reaches zeros from then on), the owners are told, and only then do the pages
+     * change. To shared: the owners are asked first. Pages already in the target state are
+     * left as they are, contents included.
      *
      * @throws GuestMemoryException {@code EINVAL} for an unaligned, empty or out-of-file range;
      *                              {@code EAGAIN} when a pin outlived the wait (error offset:
-     *                              the first pinned page), or a lease is in a native call;
+     *                              the first pinned page), or a scoped host access did;
      *                              {@code EPERM} when an owner refused (error offset: the page);
      *                              {@code EBADF} when closed
      */
@@ -436,6 +460,7 @@ public final class GuestMemory implements AutoCloseable {
         busyStart = offset;
         busyEnd = offset + length;
         busyThread = Thread.currentThread();
+        gate.block(first, end);
         try {
             if (toPrivate) {
                 awaitNoPins(op, offset, length);
@@ -464,6 +489,7 @@ public final class GuestMemory implements AutoCloseable {
                 endInvalidation(begun, offset, length, Invalidation.CONVERSION, failure);
             }
         } finally {
+            endConversion(first, end);
             busyStart = busyEnd = -1;
             busyThread = null;
             changed.signalAll();
@@ -521,17 +547,64 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
+    /**
+     * Revokes host access to the range before its pages become private, in three layers: waits
+     * for the scoped accesses in flight over it (new ones wait at the gate), closes every lease
+     * over it, and replaces its pages in the host's mapping wherever a lease or pin was ever
+     * handed out, so that a segment a native call still holds reaches no page of the file.
+     */
     private void revokeLeasesOver(String op, long offset, long length, Events.Revoke event) {
+        if (!gate.awaitQuiet(page(offset), page(offset + length), pinWait.toNanos())) {
+            throw new GuestMemoryException(Errno.EAGAIN, op, "a host access over [" + offset + ", " + (offset + length)
+                    + ") is still in flight after " + pinWait.toMillis() + " ms", offset);
+        }
         for (var it = leases.iterator(); it.hasNext(); ) {
             Lease lease = it.next();
             if (overlaps(lease.fileOffset(), lease.length(), offset, length)) {
-                if (!lease.revoke()) {
-                    throw new GuestMemoryException(Errno.EAGAIN, op, "a segment over offset " + lease.fileOffset()
-                            + " is in use by a native call and cannot be revoked now", lease.fileOffset());
-                }
+                endLease(lease);
                 it.remove();
                 event.leases++;
             }
+        }
+        hostView.revoke(offset, length);
+    }
+
+    /** Revokes a lease; one that a native call holds is kept by the host view until the call lets go. */
+    private void endLease(Lease lease) {
+        if (!lease.revoke()) {
+            hostView.hold(lease.arena(), lease.fileOffset(), lease.length());
+        }
+    }
+
+    /** Ends a pin's segment; one that a native call holds is kept by the host view until the call lets go. */
+    private void endPin(Pin pin) {
+        if (!pin.release()) {
+            hostView.hold(pin.arena(), pin.offset(), pin.length());
+        }
+    }
+
+    /**
+     * Brings the host's mapping and the lock-free copy of the attributes in line with the
+     * attributes over pages {@code [first, end)} once a conversion ends, changed or refused,
+     * then lets host accesses to them in. Shared pages whose file mapping the kernel refused
+     * to restore stay private for host access: they fault rather than read the dummy page.
+     */
+    private void endConversion(long first, long end) {
+        try {
+            List<long[]> unrestored = new ArrayList<>(0);
+            attributes.forEachRun(first, end, false, (from, to) -> {
+                long failed = hostView.restore(from * PAGE_SIZE, (to - from) * PAGE_SIZE);
+                if (failed >= 0) {
+                    unrestored.add(new long[] {page(failed), to});
+                }
+            });
+            privateRuns.set(first, end, false);
+            attributes.forEachRun(first, end, true, (from, to) -> privateRuns.set(from, to, true));
+            for (long[] run : unrestored) {
+                privateRuns.set(run[0], run[1], true);
+            }
+        } finally {
+            gate.unblock();
         }
     }
 
@@ -655,8 +728,9 @@ public final class GuestMemory implements AutoCloseable {
                         priv * PAGE_SIZE);
             }
             Arena arena = Arena.ofShared();
-            Pin pin = new Pin(this, offset, length, arena, Mman.view(file.pages(), offset, length, arena));
+            Pin pin = new Pin(this, offset, length, arena, hostView.view(offset, length, arena));
             pins.add(pin);
+            hostView.expose(offset, length);
             changed(offset, length);
             return pin;
         } finally {
@@ -668,7 +742,7 @@ public final class GuestMemory implements AutoCloseable {
         lock.lock();
         try {
             if (pins.remove(pin)) {
-                pin.arena().close();
+                endPin(pin);
                 changed.signalAll();
             }
         } finally {
@@ -680,9 +754,9 @@ public final class GuestMemory implements AutoCloseable {
     Lease lease(HostMapping mapping, long fileOffset, long length, String op) {
         return withHostAccess(mapping, fileOffset, length, op, () -> {
             Arena arena = Arena.ofShared();
-            Lease lease = new Lease(this, mapping, fileOffset, length, arena,
-                    Mman.view(file.pages(), fileOffset, length, arena));
+            Lease lease = new Lease(this, mapping, fileOffset, length, arena, hostView.view(fileOffset, length, arena));
             leases.add(lease);
+            hostView.expose(fileOffset, length);
             changed(fileOffset, length);  // it may write until revoked; drain() counts it again while live
             return lease;
         });
@@ -713,25 +787,111 @@ public final class GuestMemory implements AutoCloseable {
         lock.lock();
         try {
             if (leases.remove(lease)) {
-                lease.revoke();
+                endLease(lease);
             }
         } finally {
             lock.unlock();
         }
     }
 
-    /** Copies between the file and host memory under the lock, after checking every page. */
-    void hostCopy(HostMapping mapping, long fileOffset, MemorySegment host, boolean toFile, String op) {
-        withHostAccess(mapping, fileOffset, host.byteSize(), op, () -> {
-            MemorySegment pagesInFile = file.pages().asSlice(fileOffset, host.byteSize());
+    /**
+     * Runs {@code action} with a confined segment over {@code [fileOffset, fileOffset + length)}
+     * of the host view while every page of it is shared: a scoped access, announced at the
+     * gate, so that a conversion of these pages waits for it and no other does.
+     */
+    <T> T access(HostMapping mapping, long fileOffset, long length, Function<? super MemorySegment, ? extends T> action) {
+        enterHost(mapping, fileOffset, length, "access");
+        try (Arena arena = Arena.ofConfined()) {
+            return action.apply(length == 0 ? MemorySegment.NULL : hostView.view(fileOffset, length, arena));
+        } finally {
+            exitHost(fileOffset, length);
+        }
+    }
+
+    /** Copies between the file and host memory as a scoped access: no file-wide lock. */
+    void hostCopy(HostMapping mapping, long fileOffset, MemorySegment host, boolean toFile) {
+        long length = host.byteSize();
+        enterHost(mapping, fileOffset, length, toFile ? "write" : "read");
+        try {
             if (toFile) {
-                pagesInFile.copyFrom(host);
-                changed(fileOffset, host.byteSize());
+                MemorySegment.copy(host, 0, hostView.pages(), fileOffset, length);
             } else {
-                host.copyFrom(pagesInFile);
+                MemorySegment.copy(hostView.pages(), fileOffset, host, 0, length);
             }
-            return null;
-        });
+        } finally {
+            exitHost(fileOffset, length);
+        }
+        // A plain read of the list's size: a log opened while this write ran may miss it, as it
+        // may miss a lease's write made at that moment. Marked after the gate: a conversion
+        // waiting there holds the lock.
+        if (toFile && !changeLogs.isEmpty()) {
+            lock.lock();
+            try {
+                changed(fileOffset, length);
+            } finally {
+                lock.unlock();
+            }
+        }
+    }
+
+    /**
+     * Announces a host access at the gate and checks it: file and mapping open, every page
+     * shared and inside the file. On any failure nothing stays announced.
+     */
+    private void enterHost(HostMapping mapping, long fileOffset, long length, String kind) {
+        long first = page(fileOffset);
+        long end = Math.min(pages, page(fileOffset + length + PAGE_SIZE - 1));
+        boolean entered = first < end && length > 0;
+        if (entered && !gate.enter(first, end)) {
+            throw new GuestMemoryException(Errno.EBADF, hostOp(kind, mapping, fileOffset, length), "the file is closed", -1);
+        }
+        try {
+            if (closed) {
+                throw new GuestMemoryException(Errno.EBADF, hostOp(kind, mapping, fileOffset, length), "the file is closed", -1);
+            }
+            if (mapping.isClosed()) {
+                throw new GuestMemoryException(Errno.EFAULT, hostOp(kind, mapping, fileOffset, length), "the mapping was unmapped", -1);
+            }
+            checkShared(kind, mapping, fileOffset, length);
+        } catch (RuntimeException e) {
+            if (entered) {
+                gate.exit(first, end);
+            }
+            throw e;
+        }
+    }
+
+    private void exitHost(long fileOffset, long length) {
+        long first = page(fileOffset);
+        long end = Math.min(pages, page(fileOffset + length + PAGE_SIZE - 1));
+        if (first < end && length > 0) {
+            gate.exit(first, end);
+        }
+    }
+
+    /** As {@link #checkHostAccess}, from the lock-free copy of the attributes: call it announced at the gate. */
+    private void checkShared(String kind, HostMapping mapping, long fileOffset, long length) {
+        if (length <= 0) {
+            return;
+        }
+        long firstPage = page(fileOffset);
+        long endPage = page(fileOffset + length + PAGE_SIZE - 1);
+        if (fileOffset >= size) {
+            throw new HostAccessFault(hostOp(kind, mapping, fileOffset, length), firstPage * PAGE_SIZE,
+                    "past the end of the " + size + "-byte file");
+        }
+        long priv = privateRuns.firstPrivate(firstPage, Math.min(endPage, pages));
+        if (priv >= 0) {
+            throw new HostAccessFault(hostOp(kind, mapping, fileOffset, length), priv * PAGE_SIZE, "the page is private");
+        }
+        if (fileOffset + length > size) {
+            throw new HostAccessFault(hostOp(kind, mapping, fileOffset, length), size, "past the end of the " + size + "-byte file");
+        }
+    }
+
+    /** The operation's name, built only when it fails: the fast path allocates no string. */
+    private static String hostOp(String kind, HostMapping mapping, long fileOffset, long length) {
+        return kind + "(offset=" + (fileOffset - mapping.offset()) + ", len=" + length + ")";
     }
 
     /** Faults shared pages in for writing, after checking every page. */
@@ -754,7 +914,7 @@ public final class GuestMemory implements AutoCloseable {
             for (var it = leases.iterator(); it.hasNext(); ) {
                 Lease lease = it.next();
                 if (lease.mapping() == mapping) {
-                    lease.revoke();
+                    endLease(lease);
                     it.remove();
                 }
             }
@@ -839,6 +999,11 @@ public final class GuestMemory implements AutoCloseable {
         } finally {
             lock.unlock();
         }
+    }
+
+    /** Keeps a binding's arena that a native call holds; see {@link BackingFile#keep}. */
+    void keepOwnerView(Arena view) {
+        file.keep(view);
     }
 
     /** Runs {@code action} with the lock held, after checking that the file is open. */
@@ -1066,11 +1231,11 @@ public final class GuestMemory implements AutoCloseable {
             }
             closed = true;
             for (Lease lease : leases) {
-                lease.revoke();
+                endLease(lease);
             }
             leases.clear();
             for (Pin pin : pins) {
-                pin.arena().close();
+                endPin(pin);
             }
             pins.clear();
             for (Binding b : List.copyOf(bindings)) {
@@ -1093,6 +1258,11 @@ public final class GuestMemory implements AutoCloseable {
         } finally {
             lock.unlock();
         }
+        // Scoped accesses in flight get their pin wait to end; the addresses stay reserved, as
+        // anonymous pages, until they and every segment a native call holds are gone.
+        gate.close();
+        gate.awaitQuiet(0, pages, pinWait.toNanos());
+        hostView.retire(gate);
         file.close();
         if (ownerFailure != null) {
             throw ownerFailure;
@@ -1140,6 +1310,8 @@ public final class GuestMemory implements AutoCloseable {
             for (Pin p : pins) {
                 log.mark(page(p.offset()), page(p.offset() + p.length() + PAGE_SIZE - 1));
             }
+            // A segment a native call held when it was revoked reaches the file again once its pages are shared.
+            hostView.forEachHeld((o, l) -> log.mark(page(o), page(o + l + PAGE_SIZE - 1)));
             return log.take();
         } finally {
             lock.unlock();

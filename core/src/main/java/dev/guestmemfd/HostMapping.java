@@ -1,16 +1,21 @@
 package dev.guestmemfd;
 
 import java.lang.foreign.MemorySegment;
+import java.util.Objects;
+import java.util.function.Consumer;
+import java.util.function.Function;
 
 /**
  * Host access to a range of a guest memory file, like a VMA: it lives until closed, and
  * through it host code reaches the pages that are shared at the time of access.
  *
- * <p>Two ways in: {@link #read} and {@link #write} check every page and copy; a
- * {@link Lease} hands out a {@link MemorySegment} for direct access, which a conversion of
- * any of its pages to private revokes. Touching a private page, or a page past the end of
- * the file, raises {@link HostAccessFault}; a revoked segment raises
- * {@link IllegalStateException}. Offsets here are relative to the mapping.
+ * <p>Three ways in: {@link #access} and {@link #compute} run code with a segment that lives
+ * for the call only; {@link #read} and {@link #write} copy; a {@link Lease} hands out a
+ * {@link MemorySegment} for as long as the pages stay shared. The first two are the fast
+ * path: they take no file-wide lock, and a conversion to private waits only for the ones in
+ * flight over its own pages. Touching a private page, or a page past the end of the file,
+ * raises {@link HostAccessFault}; a revoked segment raises {@link IllegalStateException}.
+ * Offsets here are relative to the mapping.
  *
  * <p>Every range is checked before anything is touched, without overflow: a negative length
  * is {@code EINVAL}; a range that leaves the mapping is {@code EFAULT}, as a system call given
@@ -60,7 +65,48 @@ public final class HostMapping implements AutoCloseable {
     }
 
     /**
-     * Copies {@code destination.byteSize()} bytes from the mapping at {@code at}.
+     * Runs {@code action} with a segment over {@code [at, at + bytes)} of the mapping, valid
+     * for the duration of the call and in this thread only. Every page is shared throughout:
+     * a conversion to private of any of them waits until the call returns (at most its pin
+     * wait, then it fails with {@code EAGAIN}), and one that began first makes this call wait
+     * for it to end.
+     *
+     * <p>Cost: two atomic additions to counters that only accesses to nearby pages share, and
+     * a confined arena; no lock. Keep the action short: a conversion of these pages waits for
+     * it. The segment must not escape the action (its arena is closed when the action returns).
+     *
+     * @throws HostAccessFault     when a page is private or past the end of the file;
+     *                              {@code action} does not run
+     * @throws GuestMemoryException {@code EINVAL} when {@code bytes} is negative; {@code EFAULT}
+     *                              when the range leaves the mapping or the mapping is closed;
+     *                              {@code EBADF} when the file is closed
+     */
+    public void access(long at, long bytes, Consumer<? super MemorySegment> action) {
+        Objects.requireNonNull(action, "action");
+        checkBounds("access(offset=" + at + ", len=" + bytes + ")", at, bytes);
+        memory.access(this, offset + at, bytes, segment -> {
+            action.accept(segment);
+            return null;
+        });
+    }
+
+    /**
+     * {@return what {@code action} returns, run as {@link #access} runs it}
+     *
+     * @throws HostAccessFault     when a page is private or past the end of the file
+     * @throws GuestMemoryException {@code EINVAL} when {@code bytes} is negative; {@code EFAULT}
+     *                              when the range leaves the mapping or the mapping is closed;
+     *                              {@code EBADF} when the file is closed
+     */
+    public <T> T compute(long at, long bytes, Function<? super MemorySegment, ? extends T> action) {
+        Objects.requireNonNull(action, "action");
+        checkBounds("compute(offset=" + at + ", len=" + bytes + ")", at, bytes);
+        return memory.access(this, offset + at, bytes, action);
+    }
+
+    /**
+     * Copies {@code destination.byteSize()} bytes from the mapping at {@code at}, as a scoped
+     * {@link #access}: no file-wide lock.
      *
      * @throws HostAccessFault     when any page is private or past the end; nothing is copied
      * @throws GuestMemoryException {@code EFAULT} when the range leaves the mapping, the
@@ -72,11 +118,11 @@ public final class HostMapping implements AutoCloseable {
         String op = "read(offset=" + at + ", len=" + destination.byteSize() + ")";
         checkBounds(op, at, destination.byteSize());
         checkSegment(op, destination, true);
-        memory.hostCopy(this, offset + at, destination, false, op);
+        memory.hostCopy(this, offset + at, destination, false);
     }
 
     /**
-     * Copies {@code source} into the mapping at {@code at}.
+     * Copies {@code source} into the mapping at {@code at}, as a scoped {@link #access}.
      *
      * @throws HostAccessFault     when any page is private or past the end; nothing is written
      * @throws GuestMemoryException {@code EFAULT} when the range leaves the mapping, or the
@@ -88,7 +134,7 @@ public final class HostMapping implements AutoCloseable {
         String op = "write(offset=" + at + ", len=" + source.byteSize() + ")";
         checkBounds(op, at, source.byteSize());
         checkSegment(op, source, false);
-        memory.hostCopy(this, offset + at, source, true, op);
+        memory.hostCopy(this, offset + at, source, true);
     }
 
     /**

@@ -9,6 +9,20 @@ import java.lang.foreign.MemorySegment;
  * converted to private. After that the segment throws {@link IllegalStateException} on any
  * access; no thread is still accessing it when the revoking call returns.
  *
+ * <p>A segment that a native call holds when it is revoked (an NIO read into
+ * {@code segment().asByteBuffer()}, a downcall) cannot end at once. The pages are revoked
+ * under it instead, in the page tables of the host's mapping: from then on the call reads
+ * zeros and writes into a page of its own, never the file's pages, and nothing it does can
+ * crash the JVM. The segment ends as soon as the call lets it go. {@link #isValid()} is false
+ * from the revocation on.
+ *
+ * <p>Cost: a lease is a shared arena. Granting one takes the file's lock; revoking one closes
+ * the arena, which the JVM does by a handshake with every thread it runs, so a conversion
+ * over leased pages costs time that grows with the number of threads in the process, whether
+ * they touched the pages or not. Keep leases for long-lived access (a ring shared with a
+ * device); for short accesses use {@link HostMapping#access}, whose revocation waits only
+ * for the accesses in flight over the converted pages.
+ *
  * @implSpec Thread safe; the segment may be used from any thread.
  */
 public final class Lease implements AutoCloseable {
@@ -18,7 +32,8 @@ public final class Lease implements AutoCloseable {
     private final long length;
     private final Arena arena;
     private final MemorySegment segment;
-    private boolean revoked;  // guarded by the file's lock
+    /** Written under the file's lock. */
+    private volatile boolean revoked;
 
     Lease(GuestMemory memory, HostMapping mapping, long fileOffset, long length, Arena arena, MemorySegment segment) {
         this.memory = memory;
@@ -44,9 +59,13 @@ public final class Lease implements AutoCloseable {
         return length;
     }
 
-    /** {@return true while the segment can be used} */
+    /** {@return true until the lease is closed or revoked: while its segment reaches the file's pages} */
     public boolean isValid() {
-        return segment.scope().isAlive();
+        return !revoked && segment.scope().isAlive();
+    }
+
+    Arena arena() {
+        return arena;
     }
 
     HostMapping mapping() {
@@ -54,21 +73,23 @@ public final class Lease implements AutoCloseable {
     }
 
     /**
-     * Ends the segment's life; called with the file's lock held.
+     * Ends the segment's life; called with the file's lock held. The lease counts as revoked
+     * either way.
      *
-     * @return false when a native call still holds the segment, so it cannot end now
+     * @return false when a native call still holds the segment, so it cannot end now: the
+     * caller must revoke its pages in the page tables and keep the arena until it closes
      */
     boolean revoke() {
         if (revoked) {
             return true;
         }
+        revoked = true;
         try {
             arena.close();
+            return true;
         } catch (IllegalStateException inNativeCall) {
             return false;
         }
-        revoked = true;
-        return true;
     }
 
     /** Gives the pages back. Idempotent. */

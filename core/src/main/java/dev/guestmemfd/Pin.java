@@ -44,7 +44,26 @@ public final class Pin implements AutoCloseable {
         return arena;
     }
 
-    /** Unpins; conversions waiting for it go on. Idempotent. */
+    /**
+     * Ends the segment's life; called with the file's lock held.
+     *
+     * @return false when a native call still holds the segment, so it cannot end now
+     */
+    boolean release() {
+        try {
+            arena.close();
+            return true;
+        } catch (IllegalStateException inNativeCall) {
+            return false;
+        }
+    }
+
+    /**
+     * Unpins; conversions waiting for it go on. Idempotent, and never refused: when a native
+     * call still holds the segment, the pin ends for the file at once, and the segment ends
+     * when the call lets it go; until then a conversion of its pages revokes them under it in
+     * the page tables (it reads zeros and writes into a page of its own).
+     */
     @Override
     public void close() {
         memory.unpin(this);

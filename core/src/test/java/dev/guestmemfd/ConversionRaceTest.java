@@ -4,7 +4,12 @@ import static java.lang.foreign.ValueLayout.JAVA_LONG;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.guestmemfd.testing.RequiresBacking;
+import java.io.IOException;
 import java.lang.foreign.MemorySegment;
+import java.nio.ByteBuffer;
+import java.nio.channels.Pipe;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
 import java.util.Set;
@@ -13,13 +18,17 @@ import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.ThreadLocalRandom;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
+import java.util.concurrent.atomic.AtomicReference;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.EnumSource;
 
 /**
- * Host threads read and write through leases, copies and pins while other threads convert,
- * punch and allocate, and a guest writes secrets into its private pages. A reference
- * monitor, plugged in as the owner, records who owns each page and counts every violation.
+ * Host threads read and write through leases, copies, scoped accesses and pins while other
+ * threads convert, punch and allocate, and a guest writes secrets into its private pages.
+ * Segments are also held by native calls (NIO reads and writes blocked on pipes, released at
+ * random), and other threads close leases, pins and mappings at every step; at the end the
+ * file is closed under segments still held. A reference monitor, plugged in as the owner,
+ * records who owns each page and counts every violation.
  */
 class ConversionRaceTest {
     static final long PAGE = GuestMemory.PAGE_SIZE;
@@ -94,12 +103,124 @@ class ConversionRaceTest {
                 return false;
             }
             MemorySegment page = binding.pages().asSlice(p * PAGE, PAGE);
-            if (guestWroteSecret[p] && page.get(JAVA_LONG, 0) != SECRET) {
-                violations.add("private page " + p + " changed under the guest: 0x" + Long.toHexString(page.get(JAVA_LONG, 0)));
+            // Host code writes its pattern at 0 (native reads), 8 (leases), 16 (pins), 24 (scoped, copies).
+            for (long at = 0; at < 32; at += 8) {
+                if (guestWroteSecret[p] && page.get(JAVA_LONG, at) != SECRET) {
+                    violations.add("private page " + p + " changed under the guest at +" + at + ": 0x"
+                            + Long.toHexString(page.get(JAVA_LONG, at)));
+                }
+                page.set(JAVA_LONG, at, SECRET);
             }
-            page.set(JAVA_LONG, 0, SECRET);
             guestWroteSecret[p] = true;
             return true;
+        }
+    }
+
+    /** Closes the file while native calls hold its segments: it must neither throw nor leave the fd open. */
+    static void closeUnderHeldSegments(AutoCloseable memory) throws Exception {
+        memory.close();
+        assertThat(((GuestMemory) memory).isClosed()).isTrue();
+    }
+
+    /**
+     * A native call blocked mid-call on a pipe with a lease's or pin's segment: a read into it
+     * (it will write the host's pattern at offset 0) or a write from it (behind a full pipe;
+     * what it sends is what the segment reaches when the pipe drains).
+     */
+    static final class HeldIo {
+        static final AtomicLong REVOKED_WHILE_HELD = new AtomicLong();
+        final AutoCloseable ref;
+        final Pipe pipe;
+        final boolean intoSegment;
+        final Thread thread;
+        final ReferenceMonitor monitor;
+
+        HeldIo(AutoCloseable ref, MemorySegment segment, boolean intoSegment, ReferenceMonitor monitor) throws IOException {
+            this.ref = ref;
+            this.monitor = monitor;
+            this.intoSegment = intoSegment;
+            this.pipe = Pipe.open();
+            if (segment == null) {
+                segment = ((Pin) ref).segment();
+            }
+            ByteBuffer buffer = segment.asSlice(0, 8).asByteBuffer();
+            if (!intoSegment) {
+                pipe.sink().configureBlocking(false);
+                ByteBuffer filler = ByteBuffer.allocateDirect(1 << 16);
+                while (pipe.sink().write(filler.clear()) > 0) {
+                    // fill the pipe so that the write from the segment blocks
+                }
+                pipe.sink().configureBlocking(true);
+            }
+            thread = Thread.ofPlatform().daemon().start(() -> {
+                try {
+                    if (intoSegment) {
+                        pipe.source().read(buffer);
+                    } else {
+                        while (buffer.hasRemaining()) {
+                            pipe.sink().write(buffer);
+                        }
+                    }
+                } catch (IOException e) {
+                    // the pipe closed: the call ended
+                } catch (IllegalStateException revokedBeforeTheCall) {
+                    // the reference was revoked or closed before the call began: it never held it
+                }
+            });
+            long deadline = System.nanoTime() + 10_000_000_000L;
+            while (!inNativeCall(thread) && thread.isAlive() && System.nanoTime() < deadline) {
+                Thread.onSpinWait();
+            }
+        }
+
+        /** Ends the call: feeds or drains the pipe, checks what a write sent, then closes the reference. */
+        void release() throws Exception {
+            if (ref instanceof Lease lease && !lease.isValid() && thread.isAlive()) {
+                REVOKED_WHILE_HELD.incrementAndGet();
+            }
+            if (intoSegment) {
+                ByteBuffer data = ByteBuffer.allocate(8).order(java.nio.ByteOrder.nativeOrder()).putLong(0, HOST);
+                while (data.hasRemaining()) {
+                    pipe.sink().write(data);
+                }
+            } else {
+                // Drain the filler and the 8 bytes the call sends from the segment, the last ones through the pipe.
+                pipe.source().configureBlocking(false);
+                ByteBuffer drain = ByteBuffer.allocate(1 << 16);
+                java.io.ByteArrayOutputStream sent = new java.io.ByteArrayOutputStream();
+                long deadline = System.nanoTime() + 10_000_000_000L;
+                while (System.nanoTime() < deadline) {
+                    int n = pipe.source().read(drain.clear());
+                    if (n > 0) {
+                        sent.write(drain.array(), 0, n);
+                    } else if (!thread.isAlive() && pipe.source().read(drain.clear()) <= 0) {
+                        break;
+                    } else {
+                        Thread.onSpinWait();
+                    }
+                }
+                byte[] bytes = sent.toByteArray();
+                if (bytes.length >= 8 && ByteBuffer.wrap(bytes, bytes.length - 8, 8).order(java.nio.ByteOrder.nativeOrder())
+                        .getLong() == SECRET) {
+                    monitor.violations.add("a native write sent a secret from a held segment");
+                }
+            }
+            thread.join(10_000);
+            if (thread.isAlive()) {
+                monitor.violations.add("a held native call did not end");
+            }
+            ref.close();
+            pipe.sink().close();
+            pipe.source().close();
+        }
+
+        static boolean inNativeCall(Thread t) {
+            for (StackTraceElement e : t.getStackTrace()) {
+                if (e.isNativeMethod()) {
+                    return true;
+                }
+            }
+            return false;
         }
     }
 
@@ -112,7 +233,7 @@ class ConversionRaceTest {
             memory.pinWait(Duration.ofMillis(2));
             ReferenceMonitor monitor = new ReferenceMonitor(false);
             monitor.binding = memory.bind(monitor, 0, PAGES * PAGE);
-            HostMapping mapping = memory.map(0, PAGES * PAGE);
+            AtomicReference<HostMapping> mappings = new AtomicReference<>(memory.map(0, PAGES * PAGE));
             AtomicBoolean stop = new AtomicBoolean();
             AtomicLong hostReads = new AtomicLong();
             AtomicLong hostFaults = new AtomicLong();
@@ -127,8 +248,9 @@ class ConversionRaceTest {
                 while (!stop.get()) {
                     int p = rnd.nextInt(PAGES);
                     int n = 1 + rnd.nextInt(Math.min(4, PAGES - p));
+                    HostMapping mapping = mappings.get();
                     try {
-                        switch (rnd.nextInt(3)) {
+                        switch (rnd.nextInt(5)) {
                             case 0 -> {
                                 try (Lease lease = mapping.lease(p * PAGE, n * PAGE)) {
                                     monitor.liveHostReferences.add(lease);
@@ -148,6 +270,20 @@ class ConversionRaceTest {
                                         monitor.liveHostReferences.remove(lease);
                                     }
                                 }
+                            }
+                            case 3 -> mapping.access(p * PAGE, n * PAGE, s -> {
+                                for (int i = 0; i < 50; i++) {
+                                    long at = rnd.nextInt(n) * PAGE;
+                                    if (s.get(JAVA_LONG, at) == SECRET) {
+                                        monitor.violations.add("host read a secret through a scoped access at page " + (p + at / PAGE));
+                                    }
+                                    s.set(JAVA_LONG, at + 24, HOST);
+                                    hostReads.incrementAndGet();
+                                }
+                            });
+                            case 4 -> {
+                                mapping.write(p * PAGE + 24, MemorySegment.ofArray(new long[] {HOST}));
+                                hostReads.incrementAndGet();
                             }
                             case 1 -> {
                                 byte[] data = mapping.read(p * PAGE, (int) (n * PAGE));
@@ -220,14 +356,84 @@ class ConversionRaceTest {
                     Thread.onSpinWait();
                 }
             };
+            List<HeldIo> held = new CopyOnWriteArrayList<>();
+            AtomicLong nativeHolds = new AtomicLong();
+            Runnable nativeHolder = () -> {
+                ThreadLocalRandom rnd = ThreadLocalRandom.current();
+                while (!stop.get()) {
+                    int p = rnd.nextInt(PAGES);
+                    try {
+                        AutoCloseable ref;
+                        MemorySegment segment;
+                        if (rnd.nextBoolean()) {
+                            Lease lease = mappings.get().lease(p * PAGE, PAGE);
+                            ref = lease;
+                            segment = lease.segment();
+                        } else {
+                            Pin pin = memory.pin(p * PAGE, PAGE);
+                            ref = pin;
+                            segment = pin.segment();
+                        }
+                        held.add(new HeldIo(ref, segment, rnd.nextBoolean(), monitor));
+                        nativeHolds.incrementAndGet();
+                    } catch (GuestMemoryException e) {
+                        if (!e.errno().equals(Errno.EFAULT)) {
+                            unexpected.add(e);
+                        }
+                    } catch (Throwable t) {
+                        unexpected.add(t);
+                    }
+                    // Let go of some: the call ends at a random moment, before or after its reference was closed or revoked.
+                    while (held.size() > 3 || (!held.isEmpty() && rnd.nextInt(3) == 0)) {
+                        HeldIo io = held.remove(rnd.nextInt(held.size()));
+                        try {
+                            io.release();
+                        } catch (Throwable t) {
+                            unexpected.add(t);
+                        }
+                    }
+                }
+            };
+            Runnable closer = () -> {
+                ThreadLocalRandom rnd = ThreadLocalRandom.current();
+                while (!stop.get()) {
+                    try {
+                        if (rnd.nextInt(20) == 0) {
+                            mappings.getAndSet(memory.map(0, PAGES * PAGE)).close();
+                        } else {
+                            List<HeldIo> now = List.copyOf(held);
+                            if (!now.isEmpty()) {
+                                now.get(rnd.nextInt(now.size())).ref.close();  // closes a segment a native call holds
+                            }
+                        }
+                    } catch (Throwable t) {
+                        unexpected.add(t);
+                    }
+                    java.util.concurrent.locks.LockSupport.parkNanos(200_000);
+                }
+            };
             List<Thread> threads = List.of(Thread.ofPlatform().start(host), Thread.ofPlatform().start(host),
-                    Thread.ofPlatform().start(converter), Thread.ofPlatform().start(guest));
+                    Thread.ofPlatform().start(converter), Thread.ofPlatform().start(guest),
+                    Thread.ofPlatform().start(nativeHolder), Thread.ofPlatform().start(closer));
             Thread.sleep(RUN);
             stop.set(true);
             for (Thread t : threads) {
                 t.join();
             }
-            mapping.close();
+            // The file closes under segments that native calls still hold; then the calls end.
+            List<HeldIo> stillHeld = List.copyOf(held);
+            if (stillHeld.isEmpty()) {
+                try {
+                    stillHeld = List.of(new HeldIo(memory.pin(0, PAGE), null, true, monitor));
+                } catch (GuestMemoryException e) {
+                    stillHeld = List.of();
+                }
+            }
+            mappings.get().close();
+            closeUnderHeldSegments(memory);
+            for (HeldIo io : stillHeld) {
+                io.release();
+            }
 
             assertThat(unexpected).as("unexpected failures").isEmpty();
             assertThat(monitor.violations).as("violations seen by the reference monitor").isEmpty();
@@ -236,8 +442,10 @@ class ConversionRaceTest {
             assertThat(hostReads.get()).as("host accesses").isGreaterThan(1000);
             assertThat(hostFaults.get()).as("host faults on private pages").isPositive();
             assertThat(guestWrites.get()).as("guest writes").isGreaterThan(100);
-            System.out.printf("%s: %d conversions (%d refused for pins), %d host accesses, %d faults, %d leases revoked mid-use, %d guest writes%n",
-                    backing, conversions.get(), refusedForPins.get(), hostReads.get(), hostFaults.get(), revokedMidUse.get(), guestWrites.get());
+            assertThat(nativeHolds.get()).as("segments held by native calls").isPositive();
+            System.out.printf("%s: %d conversions (%d refused for pins), %d host accesses, %d faults, %d leases revoked mid-use, %d guest writes, %d native holds (%d leases so far revoked or closed mid-call)%n",
+                    backing, conversions.get(), refusedForPins.get(), hostReads.get(), hostFaults.get(), revokedMidUse.get(), guestWrites.get(),
+                    nativeHolds.get(), HeldIo.REVOKED_WHILE_HELD.get());
         }
     }
 }

@@ -83,6 +83,7 @@ final class BenchCommand implements Callable<Integer> {
         out.put("conversionCost", conversionCost());
         out.put("conversionRate", conversionRate());
         out.put("revocation", revocation());
+        RevocationBench.addTo(out, quick, this::say);  // scoped vs lease revocation, host copies, scoped overhead
         out.put("metadata", metadata());
         out.put("guest", guest());
         out.put("goalsMissed", missed);

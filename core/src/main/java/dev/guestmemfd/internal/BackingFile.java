@@ -22,6 +22,8 @@ public abstract sealed class BackingFile implements AutoCloseable
     private final long size;
     private final Arena arena = Arena.ofShared();
     private final MemorySegment pages;
+    /** Arenas over the owner's view that native calls held when their binding ended. */
+    private final java.util.List<Arena> heldViews = new java.util.ArrayList<>();
 
     BackingFile(int fd, long size) {
         this.fd = fd;
@@ -90,10 +92,70 @@ public abstract sealed class BackingFile implements AutoCloseable
         Mman.mincore(pages.asSlice(offset, length), residency);
     }
 
+    /**
+     * Keeps {@code view}, an arena of segments over the owner's view that a native call holds
+     * so that it cannot be closed now: the reaper closes it once the call lets go, and the
+     * owner's view stays mapped until then (a binding that ends while its segment is in a
+     * native call).
+     */
+    public void keep(Arena view) {
+        synchronized (heldViews) {
+            heldViews.add(view);
+        }
+        Reaper.schedule(() -> {
+            try {
+                view.close();
+                return true;
+            } catch (IllegalStateException stillHeld) {
+                return false;
+            }
+        });
+    }
+
+    private boolean viewsStillHeld() {
+        synchronized (heldViews) {
+            heldViews.removeIf(view -> !view.scope().isAlive());
+            return !heldViews.isEmpty();
+        }
+    }
+
+    /**
+     * Unmaps the owner's view and closes the file descriptor; never throws. When a native call
+     * still holds the view (through an owner's segment), the view's pages become anonymous at
+     * once and the addresses stay reserved until the {@link Reaper} can close its arena: no
+     * later mapping can take them while the segment can still reach them.
+     */
     @Override
     public void close() {
-        arena.close();
-        Fd.close(fd);
+        try {
+            if (viewsStillHeld()) {
+                throw new IllegalStateException("a binding's view is held by a native call");
+            }
+            arena.close();
+        } catch (IllegalStateException heldByNativeCall) {
+            try {
+                Mman.mmapFixed(pages.address(), size, Mman.PROT_READ | Mman.PROT_WRITE,
+                        Mman.MAP_PRIVATE | Mman.MAP_ANONYMOUS | Mman.MAP_NORESERVE, -1, 0);
+            } catch (LinuxException e) {
+                // The file stays mapped (the mapping keeps it alive) until the arena closes.
+            }
+            Reaper.schedule(() -> {
+                if (viewsStillHeld()) {
+                    return false;
+                }
+                try {
+                    arena.close();
+                    return true;
+                } catch (IllegalStateException stillHeld) {
+                    return false;
+                }
+            });
+        }
+        try {
+            Fd.close(fd);
+        } catch (LinuxException e) {
+            // close(2) releases the descriptor even when it reports an error.
+        }
     }
 
     /** A memfd: fallocate and punch hole are the kernel's (the defaults). */

@@ -96,6 +96,53 @@ public final class Mman {
     }
 
     /**
+     * Maps {@code length} bytes like {@link #mmap}, but leaves the lifetime to the caller:
+     * nothing unmaps it but {@link #munmap}, and the segment returned stays valid for Java
+     * after that; the caller must never hand it out.
+     *
+     * @return a segment of exactly {@code length} bytes over the mapping, of the global scope
+     * @throws LinuxException as {@link #mmap}
+     */
+    @SuppressWarnings("restricted") // the caller owns the mapping's lifetime and keeps the segment to itself
+    public static MemorySegment mmapUntied(long length, int prot, int flags, int fd, long offset) {
+        return MemorySegment.ofAddress(mmapAt(0, length, prot, flags, fd, offset)).reinterpret(length);
+    }
+
+    /**
+     * Replaces the pages at {@code [address, address + length)} with a new mapping, in one step
+     * ({@code MAP_FIXED}): a thread touching those addresses finds either the old pages or the
+     * new ones, never a hole another mapping could take.
+     *
+     * @param address page aligned, inside a mapping the caller owns
+     * @throws LinuxException {@code EINVAL} (unaligned), {@code ENOMEM}, {@code EBADF}, ...
+     */
+    public static void mmapFixed(long address, long length, int prot, int flags, int fd, long offset) {
+        if (address == 0) {
+            throw new IllegalArgumentException("MAP_FIXED at address 0");
+        }
+        long at = mmapAt(address, length, prot, flags | MAP_FIXED, fd, offset);
+        if (at != address) {
+            throw new IllegalStateException("MAP_FIXED mapped at " + Libc.hex(at) + " instead of " + Libc.hex(address));
+        }
+    }
+
+    private static long mmapAt(long hint, long length, int prot, int flags, int fd, long offset) {
+        MemorySegment capture = Libc.capture();
+        MemorySegment address;
+        try {
+            address = (MemorySegment) mmap.HANDLE.invokeExact(capture, MemorySegment.ofAddress(hint), length, prot, flags,
+                    fd, offset);
+        } catch (Throwable t) {
+            throw new AssertionError(t);
+        }
+        if (address.address() == MAP_FAILED) {
+            throw Libc.failure(capture, "mmap(addr=" + Libc.hex(hint) + ", length=" + length + ", prot=" + Libc.hex(prot)
+                    + ", flags=" + Libc.hex(flags) + ", fd=" + fd + ", offset=" + offset + ")");
+        }
+        return address.address();
+    }
+
+    /**
      * Unmaps a range that was not tied to an arena, or part of one that was.
      *
      * @throws LinuxException {@code EINVAL} for an unaligned address
