@@ -871,20 +871,19 @@ public final class GuestMemory implements AutoCloseable {
 
     /** As {@link #checkHostAccess}, from the lock-free copy of the attributes: call it announced at the gate. */
     private void checkShared(String kind, HostMapping mapping, long fileOffset, long length) {
-        if (length <= 0) {
-            return;
-        }
-        long firstPage = page(fileOffset);
-        long endPage = page(fileOffset + length + PAGE_SIZE - 1);
-        if (fileOffset >= size) {
-            throw new HostAccessFault(hostOp(kind, mapping, fileOffset, length), firstPage * PAGE_SIZE,
+        // The rules of checkHostAccess, overflow-safe, with an empty access past the end faulting too.
+        if (fileOffset > size || (fileOffset == size && length > 0)) {
+            throw new HostAccessFault(hostOp(kind, mapping, fileOffset, length), page(fileOffset) * PAGE_SIZE,
                     "past the end of the " + size + "-byte file");
         }
-        long priv = privateRuns.firstPrivate(firstPage, Math.min(endPage, pages));
-        if (priv >= 0) {
-            throw new HostAccessFault(hostOp(kind, mapping, fileOffset, length), priv * PAGE_SIZE, "the page is private");
+        long inFile = Math.min(length, size - fileOffset);
+        if (inFile > 0) {
+            long priv = privateRuns.firstPrivate(page(fileOffset), page(fileOffset + inFile + PAGE_SIZE - 1));
+            if (priv >= 0) {
+                throw new HostAccessFault(hostOp(kind, mapping, fileOffset, length), priv * PAGE_SIZE, "the page is private");
+            }
         }
-        if (fileOffset + length > size) {
+        if (length > inFile) {
             throw new HostAccessFault(hostOp(kind, mapping, fileOffset, length), size, "past the end of the " + size + "-byte file");
         }
     }

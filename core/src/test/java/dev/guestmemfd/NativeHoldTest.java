@@ -360,8 +360,9 @@ class NativeHoldTest {
         assertThat(mapping.<Long>compute(0, 8, MemorySegment::byteSize).longValue()).isEqualTo(8L);
         assertThatThrownBy(() -> mapping.access(3 * PAGE, 2 * PAGE, s -> { })).isInstanceOf(HostAccessFault.class);
         assertThatThrownBy(() -> mapping.access(5 * PAGE, PAGE, s -> { })).isInstanceOf(HostAccessFault.class);
-        assertThatThrownBy(() -> mapping.access(-1, 1, s -> { })).isInstanceOf(IndexOutOfBoundsException.class);
-        assertThatThrownBy(() -> mapping.access(0, Long.MAX_VALUE, s -> { })).isInstanceOf(IndexOutOfBoundsException.class);
+        Errors.assertErrno(() -> mapping.access(-1, 1, s -> { }), "EFAULT");
+        Errors.assertErrno(() -> mapping.access(0, Long.MAX_VALUE, s -> { }), "EFAULT");
+        Errors.assertErrno(() -> mapping.access(0, -1, s -> { }), "EINVAL");
         assertThatThrownBy(() -> mapping.access(0, 1, null)).isInstanceOf(NullPointerException.class);
         AtomicReference<MemorySegment> escaped = new AtomicReference<>();
         mapping.access(0, PAGE, escaped::set);
