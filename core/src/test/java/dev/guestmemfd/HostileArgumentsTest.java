@@ -233,6 +233,8 @@ class HostileArgumentsTest {
                     }
                     if ((e = accessErrno(map.offset(), map.length(), o, l, false)) != null) {
                         cases.add(new Case("prefault" + where + "(" + o + ", " + l + ")", e, () -> map.prefault(o, l)));
+                        cases.add(new Case("access" + where + "(" + o + ", " + l + ")", e, () -> map.access(o, l, seg -> { })));
+                        cases.add(new Case("compute" + where + "(" + o + ", " + l + ")", e, () -> map.compute(o, l, seg -> 0)));
                         if (l == (int) l && l <= 64 * PAGE) {
                             int n = (int) l;
                             cases.add(new Case("read" + where + "(" + o + ", int " + n + ")", e, () -> map.read(o, n)));
@@ -277,6 +279,8 @@ class HostileArgumentsTest {
         cases.add(new Case("bind(null owner)", "NPE", () -> m.bind(null, 0, PAGE)));
         cases.add(new Case("pinWait(null)", "NPE", () -> m.pinWait(null)));
         cases.add(new Case("read(null)", "NPE", () -> f.whole.read(0, (MemorySegment) null)));
+        cases.add(new Case("access(null action)", "NPE", () -> f.whole.access(0, PAGE, null)));
+        cases.add(new Case("compute(null action)", "NPE", () -> f.whole.compute(0, PAGE, null)));
         cases.add(new Case("write(null segment)", "NPE", () -> f.whole.write(0, (MemorySegment) null)));
         cases.add(new Case("write(null array)", "NPE", () -> f.whole.write(0, (byte[]) null)));
         cases.add(new Case("populate(null)", "NPE", () -> f.binding.populate(5 * PAGE, null, null)));
@@ -438,6 +442,7 @@ class HostileArgumentsTest {
                 new Case("mapping of a closed file: read", "EBADF", () -> mapOfClosed.read(0, 1)),
                 new Case("mapping of a closed file: write", "EBADF", () -> mapOfClosed.write(0, new byte[1])),
                 new Case("mapping of a closed file: prefault", "EBADF", () -> mapOfClosed.prefault(0, PAGE)),
+                new Case("mapping of a closed file: access", "EBADF", () -> mapOfClosed.access(0, PAGE, seg -> { })),
                 new Case("binding of a closed file: populate", "EBADF",
                         () -> bindingOfClosed.populate(0, MemorySegment.ofArray(new byte[1]), null)),
                 new Case("binding of a closed file: hostReferences", "EBADF", () -> bindingOfClosed.hostReferences(0, PAGE)),
@@ -449,6 +454,7 @@ class HostileArgumentsTest {
                 new Case("unmapped mapping: read", "EFAULT", () -> unmapped.read(0, 1)),
                 new Case("unmapped mapping: write", "EFAULT", () -> unmapped.write(0, new byte[1])),
                 new Case("unmapped mapping: prefault", "EFAULT", () -> unmapped.prefault(0, PAGE)),
+                new Case("unmapped mapping: access", "EFAULT", () -> unmapped.access(0, PAGE, seg -> { })),
                 new Case("unbound binding: populate", "EBADF", () -> unbound.populate(0, MemorySegment.ofArray(new byte[1]), null)),
                 new Case("unbound binding: hostReferences", "EBADF", () -> unbound.hostReferences(0, PAGE)),
                 new Case("unbound binding: close again", "ok", unbound::close),
