@@ -327,14 +327,6 @@ public final class Machine implements AutoCloseable {
     }
 
     private VcpuOutcome runVcpu(Vcpu vcpu) {
-        try {
-            return exitLoop(vcpu);
-        } finally {
-            vcpu.detachThread();
-        }
-    }
-
-    private VcpuOutcome exitLoop(Vcpu vcpu) {
         while (true) {
             VmExit exit = vcpu.run();
             switch (exit) {

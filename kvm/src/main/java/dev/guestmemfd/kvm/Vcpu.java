@@ -20,12 +20,23 @@ import java.lang.foreign.MemorySegment;
  * A virtual CPU: its registers, {@code KVM_RUN}, and the shared {@code kvm_run} area that
  * says why the guest stopped.
  *
- * <p>{@link #run()} runs in the calling thread, which must be a platform thread. That thread
- * keeps the kick signal blocked outside {@code KVM_RUN}, so {@link #kick()} from any thread
- * makes {@code KVM_RUN} return at once (or the next one, if the thread is not in it) with
- * {@link VmExit.Interrupted}, and no signal handler ever runs in the JVM.
+ * <p>{@link #run()} runs in the calling thread, which must be a platform thread; any such
+ * thread may run the vCPU, one at a time, and may end as soon as {@code run()} returned.
+ * {@link #kick()} from any thread makes {@code KVM_RUN} return at once (or the next one, if
+ * no thread is in it) with {@link VmExit.Interrupted}, and no signal handler ever runs in the
+ * JVM.
  *
- * @implSpec {@link #kick()} is thread safe; everything else belongs to the vCPU's thread.
+ * <p>The kick signal's default action ends the process, so it must only ever reach a thread
+ * that blocks it. A thread is the kick's target only within {@code run()}: it blocks the
+ * signal first (at every call: the kernel saves the mask it finds at {@code KVM_RUN}'s entry
+ * and restores it on return, and a signal sent while neither that mask nor the current one
+ * blocks it takes the whole process down at once), and on its way out it stops being the
+ * target and clears every kick queued for it (the signal is real-time: kicks queue, one
+ * each), under the lock {@code kick()} signals under. Outside {@code run()} a kick only sets
+ * {@code immediate_exit}, which ends the next {@code KVM_RUN} at its entry.
+ *
+ * @implSpec {@link #kick()} and {@link #close()} are thread safe; everything else belongs to
+ *           the thread running the vCPU.
  */
 public final class Vcpu implements AutoCloseable {
     static final long KVM_GET_REGS = Ioctl.ior(KvmUapi.KVMIO, 0x81, Registers.LAYOUT);
@@ -56,14 +67,29 @@ public final class Vcpu implements AutoCloseable {
     private final int fd;
     private final Arena arena = Arena.ofShared();
     private final MemorySegment run;
-    /** The kernel id of the thread that runs the vCPU, 0 when none; guarded by this. */
-    private volatile int threadId;
+    /** The kernel id of the thread inside {@link #run()}, 0 when none; guarded by this. */
+    private int threadId;
+    /** A kick signal was sent to {@link #threadId} during this run; guarded by this. */
+    private boolean signalled;
     private volatile boolean closed;
 
     Vcpu(int id, int fd, int mmapSize) {
         this.id = id;
         this.fd = fd;
-        this.run = Mman.mmap(arena, mmapSize, Mman.PROT_READ | Mman.PROT_WRITE, Mman.MAP_SHARED, fd, 0);
+        try {
+            this.run = Mman.mmap(arena, mmapSize, Mman.PROT_READ | Mman.PROT_WRITE, Mman.MAP_SHARED, fd, 0);
+            // Inside KVM_RUN nothing is blocked, so a pending kick ends it with EINTR.
+            try (Arena a = Arena.ofConfined()) {
+                MemorySegment mask = a.allocate(4 + Signals.KERNEL_SIGSET_BYTES, 8);
+                mask.fill((byte) 0);
+                mask.set(JAVA_INT, 0, Signals.KERNEL_SIGSET_BYTES);
+                ioctl("KVM_SET_SIGNAL_MASK", KVM_SET_SIGNAL_MASK, mask);
+            }
+        } catch (RuntimeException e) {
+            arena.close();
+            Fd.close(fd);
+            throw e;
+        }
     }
 
     /** {@return the vCPU id} */
@@ -188,20 +214,25 @@ public final class Vcpu implements AutoCloseable {
      *
      * @return the exit, decoded; {@link VmExit.MemoryFault} when {@code KVM_RUN} failed with
      *         {@code EFAULT} and a memory-fault exit, {@link VmExit.Interrupted} after a kick
-     * @throws KvmException when {@code KVM_RUN} fails otherwise
+     * @throws KvmException {@code EBADF} when the vCPU is closed, {@code EBUSY} when another
+     *                      thread is running it, or when {@code KVM_RUN} fails otherwise
      */
     public VmExit run() {
-        int tid = Signals.gettid();
-        if (threadId != tid) {
-            attachKick(tid);
+        // Every time, not once per thread: whatever changed this thread's mask since (the JVM
+        // restores a thread's original mask as it ends, and another caller may have changed it),
+        // KVM_RUN must find the kick blocked, or a kick during it ends the process.
+        Signals.mask(Signals.SIG_BLOCK, Signals.KICK);
+        enter(Signals.gettid());
+        int rc = 0;
+        try {
+            rc = Ioctl.ioctlOrErrno(fd, KvmUapi.KVM_RUN, 0);
+        } finally {
+            leave(rc == -Errno.EINTR.number());
         }
-        int rc = Ioctl.ioctlOrErrno(fd, KvmUapi.KVM_RUN, 0);
         int reason = run.get(JAVA_INT, EXIT_REASON);
         if (rc < 0) {
             int errno = -rc;
             if (errno == Errno.EINTR.number()) {
-                run.set(JAVA_BYTE, IMMEDIATE_EXIT, (byte) 0);
-                Signals.consume(Signals.KICK);
                 return new VmExit.Interrupted();
             }
             if (errno == Errno.EFAULT.number() && reason == VmExit.KVM_EXIT_MEMORY_FAULT) {
@@ -266,35 +297,45 @@ public final class Vcpu implements AutoCloseable {
             return;
         }
         run.set(JAVA_BYTE, IMMEDIATE_EXIT, (byte) 1);
-        // Under the lock, the thread cannot detach (and end, and have its id reused by a
-        // thread that does not block the kick) between reading its id and the signal.
-        if (threadId != 0) {
+        // Under the lock the target is inside run(), blocking the signal, and cannot leave
+        // (and end, and have its id reused) before the signal is queued. One signal per run
+        // is enough: while it is pending, KVM_RUN cannot stay in (nor enter) the guest.
+        if (threadId != 0 && !signalled) {
             Signals.tgkill(threadId, Signals.KICK);
+            signalled = true;
         }
+    }
+
+    /** Makes the calling thread, which blocks the kick signal, the target of kicks. */
+    private synchronized void enter(int tid) {
+        if (closed) {
+            throw new KvmException("KVM_RUN on vCPU " + id, dev.guestmemfd.Errno.EBADF, "the vCPU is closed");
+        }
+        if (threadId != 0) {
+            throw new KvmException("KVM_RUN on vCPU " + id, dev.guestmemfd.Errno.EBUSY,
+                    "thread " + threadId + " is running the vCPU");
+        }
+        threadId = tid;
     }
 
     /**
-     * Ends the calling thread's role as this vCPU's runner; call it before that thread stops
-     * running the vCPU for good, so that a later kick does not signal a thread that does not
-     * block the kick signal.
+     * Ends the calling thread's time as the kick's target and clears the kicks sent to it, so
+     * that none is left pending when the thread's mask changes or the thread ends.
+     *
+     * @param interrupted {@code KVM_RUN} returned {@code EINTR}: the kick it answered is spent
      */
-    public synchronized void detachThread() {
-        if (threadId == Signals.gettid()) {
-            threadId = 0;
-            Signals.consume(Signals.KICK);
+    private synchronized void leave(boolean interrupted) {
+        threadId = 0;
+        // EINTR alone also drains: a signal 40 from elsewhere would otherwise end every run.
+        if (signalled || interrupted) {
+            signalled = false;
+            while (Signals.consume(Signals.KICK)) {
+                // one queued signal per turn
+            }
         }
-    }
-
-    private synchronized void attachKick(int tid) {
-        Signals.mask(Signals.SIG_BLOCK, Signals.KICK);
-        try (Arena a = Arena.ofConfined()) {
-            // Inside KVM_RUN nothing is blocked, so a pending kick ends it with EINTR.
-            MemorySegment mask = a.allocate(4 + Signals.KERNEL_SIGSET_BYTES, 8);
-            mask.fill((byte) 0);
-            mask.set(JAVA_INT, 0, Signals.KERNEL_SIGSET_BYTES);
-            ioctl("KVM_SET_SIGNAL_MASK", KVM_SET_SIGNAL_MASK, mask);
+        if (interrupted && !closed) {
+            run.set(JAVA_BYTE, IMMEDIATE_EXIT, (byte) 0);
         }
-        threadId = tid;
     }
 
     private void ioctl(String what, long request, MemorySegment argument) {
