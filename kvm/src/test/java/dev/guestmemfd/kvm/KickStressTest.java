@@ -3,6 +3,7 @@ package dev.guestmemfd.kvm;
 import static org.assertj.core.api.Assertions.assertThat;
 
 import dev.guestmemfd.Backing;
+import dev.guestmemfd.testing.RequiresKvm;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
@@ -19,6 +20,7 @@ import org.junit.jupiter.api.Timeout;
  * at every step; if any interleaving let a kick through, the test JVM would die and the fork
  * would fail.
  */
+@RequiresKvm
 class KickStressTest {
     /** How long each test hammers; the {@link Timeout} bounds it whatever happens. */
     private static final Duration HAMMER = Duration.ofSeconds(8);
@@ -31,7 +33,6 @@ class KickStressTest {
     @Test
     @Timeout(60)
     void kicksFromEverywhereWhileVcpuThreadsComeAndGoNeverEndTheProcess() throws Exception {
-        KvmTests.requireKvm();
         AtomicBoolean done = new AtomicBoolean();
         List<Thread> busy = busyThreads(done);
         AtomicReference<Throwable> failure = new AtomicReference<>();
@@ -77,7 +78,6 @@ class KickStressTest {
     @Test
     @Timeout(60)
     void aVcpuRunByShortLivedThreadsOfItsOwnWhileKickedNeverEndsTheProcess() throws Exception {
-        KvmTests.requireKvm();
         AtomicBoolean done = new AtomicBoolean();
         List<Thread> busy = busyThreads(done);
         AtomicReference<Throwable> failure = new AtomicReference<>();
