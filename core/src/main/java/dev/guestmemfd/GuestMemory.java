@@ -1168,7 +1168,7 @@ public final class GuestMemory implements AutoCloseable {
     public long metadataBytes() {
         lock.lock();
         try {
-            return attributes.bytesUsed() + fallocated.bytesUsed();
+            return attributes.bytesUsed() + fallocated.bytesUsed() + privateRuns.bytesUsed() + hostView.bytesUsed();
         } finally {
             lock.unlock();
         }

@@ -60,6 +60,11 @@ public final class HostView {
         this.replaced = new PageBits(false, count);
     }
 
+    /** {@return the heap bytes of the view's page bits (exposed and replaced pages)} */
+    public synchronized long bytesUsed() {
+        return exposed.bytesUsed() + replaced.bytesUsed();
+    }
+
     /** {@return the whole view, for the library's own bounded accesses; never handed out} */
     public MemorySegment pages() {
         return pages;
