@@ -353,21 +353,32 @@ public final class GuestMemory implements AutoCloseable {
 
     private void punchLocked(String op, long offset, long length) {
         waitWhileBusy(op, offset, length);
+        invalidating(offset, length, Invalidation.PUNCH, () -> {
+            file.punch(offset, length);
+            fallocated.set(page(offset), page(offset + length), false);
+            changed(offset, length);
+        });
+    }
+
+    /**
+     * Runs {@code change} between {@code invalidateBegin} and {@code invalidateEnd} of every
+     * owner bound over the range; every begun invalidation is ended, also when the change or
+     * an owner throws.
+     */
+    private void invalidating(long offset, long length, Invalidation why, Runnable change) {
         List<Binding> begun = new ArrayList<>(2);
         Throwable failure = null;
         try {
             for (Binding b : bindingsOver(offset, length)) {
                 begun.add(b);  // before the call: a begin that throws half-way is still ended
-                b.invalidateBegin(offset, length, Invalidation.PUNCH);
+                b.invalidateBegin(offset, length, why);
             }
-            file.punch(offset, length);
-            fallocated.set(page(offset), page(offset + length), false);
-            changed(offset, length);
+            change.run();
         } catch (Throwable t) {
             failure = t;
             throw t;
         } finally {
-            endInvalidation(begun, offset, length, Invalidation.PUNCH, failure);
+            endInvalidation(begun, offset, length, why, failure);
         }
     }
 
@@ -465,13 +476,7 @@ public final class GuestMemory implements AutoCloseable {
             if (toPrivate) {
                 awaitNoPins(op, offset, length);
             }
-            List<Binding> begun = new ArrayList<>(2);
-            Throwable failure = null;
-            try {
-                for (Binding b : bindingsOver(offset, length)) {
-                    begun.add(b);  // before the call: a begin that throws half-way is still ended
-                    b.invalidateBegin(offset, length, Invalidation.CONVERSION);
-                }
+            invalidating(offset, length, Invalidation.CONVERSION, () -> {
                 if (toPrivate) {
                     revokeLeases(op, offset, length);
                 }
@@ -482,12 +487,7 @@ public final class GuestMemory implements AutoCloseable {
                 attributes.set(first, end, toPrivate);
                 conversions++;
                 changed(offset, length);
-            } catch (Throwable t) {
-                failure = t;
-                throw t;
-            } finally {
-                endInvalidation(begun, offset, length, Invalidation.CONVERSION, failure);
-            }
+            });
         } finally {
             endConversion(first, end);
             busyStart = busyEnd = -1;

@@ -69,7 +69,7 @@ class SnapshotTest {
 
     private static final java.util.Map<GuestMemory, Binding> OWNERS = new java.util.concurrent.ConcurrentHashMap<>();
 
-    private static Binding bindingOf(GuestMemory m) {
+    static Binding bindingOf(GuestMemory m) {
         return OWNERS.remove(m);
     }
 

@@ -27,16 +27,8 @@ class SnapshotVerifyTest {
      */
     static byte[] stream(SecretKey key) throws IOException {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
-        try (GuestMemory m = GuestMemory.create(SIZE, FLAGS, Backing.MEMFD)) {
-            Binding owner = m.bind(new Owner() { }, 0, SIZE);
-            try (HostMapping host = m.map(0, SIZE)) {
-                byte[] shared = new byte[(int) (3 * PAGE)];
-                Arrays.fill(shared, (byte) 0x5a);
-                host.write(4 * PAGE, shared);
-            }
-            m.convert(16 * PAGE, 2 * PAGE, Attribute.PRIVATE, Content.ZERO);
-            owner.pages().asSlice(16 * PAGE, 2 * PAGE).fill((byte) 0x5e);
-            m.convert(40 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+        try (GuestMemory m = SnapshotTest.source(Backing.MEMFD)) {
+            Binding owner = SnapshotTest.bindingOf(m);
             Snapshot.Writer writer = Snapshot.writer(List.of(owner), key, out);
             writer.writeState(new byte[] {1, 2, 3});
             writer.writeAll();
