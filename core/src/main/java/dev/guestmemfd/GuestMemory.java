@@ -4,7 +4,6 @@ import dev.guestmemfd.internal.BackingFile;
 import dev.guestmemfd.internal.Events;
 import dev.guestmemfd.internal.HostView;
 import dev.guestmemfd.internal.PageBits;
-import dev.guestmemfd.internal.PrivateRuns;
 import dev.guestmemfd.internal.RangeGate;
 import dev.guestmemfd.internal.RunMap;
 import dev.guestmemfd.linux.Fd;
@@ -19,6 +18,7 @@ import java.util.List;
 import java.util.Set;
 import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
+import java.util.concurrent.locks.StampedLock;
 import java.util.function.Function;
 
 /**
@@ -83,8 +83,22 @@ public final class GuestMemory implements AutoCloseable {
     private final HostView hostView;
     /** Keeps scoped host accesses and the conversion of their pages apart, without the lock. */
     private final RangeGate gate = new RangeGate(lock);
-    /** The private pages, for host accesses that take no lock; follows {@code attributes} when a conversion ends. */
-    private final PrivateRuns privateRuns;
+    /**
+     * Guards {@link #attributes} and {@link #unrestored} for host accesses, which read them
+     * without the file's lock: a conversion takes it for writing around the few microseconds
+     * in which it flips bits; an access reads optimistically and validates, and reads again
+     * under the read lock only if a conversion (of other pages: the gate keeps its own out)
+     * wrote meanwhile. No copy of the bits, so metadata stays at most a bit or two per page.
+     */
+    private final StampedLock bitsLock = new StampedLock();
+    /**
+     * Shared pages whose file mapping the kernel refused to put back into the host's view
+     * (mmap failed): host access faults on them rather than reach the dummy page. Empty, and
+     * so free, unless that ever happens.
+     */
+    private final PageBits unrestored;
+    /** Whether {@link #unrestored} ever held a page: until then accesses skip it. */
+    private volatile boolean anyUnrestored;
     /** The range of the conversion in progress, whose pages grant no new host reference. */
     private long busyStart = -1;
     private long busyEnd = -1;
@@ -110,7 +124,7 @@ public final class GuestMemory implements AutoCloseable {
         this.flags = Set.copyOf(flags);
         this.attributes = new PageBits(!flags.contains(Flag.INIT_SHARED), pages);
         this.fallocated = new PageBits(false, pages);
-        this.privateRuns = new PrivateRuns(!flags.contains(Flag.INIT_SHARED), pages);
+        this.unrestored = new PageBits(false, pages);
         this.hostView = hostViewOf(file);
     }
 
@@ -484,7 +498,12 @@ public final class GuestMemory implements AutoCloseable {
                 if (content == Content.ZERO) {
                     zeroChanging(first, end, toPrivate);
                 }
-                attributes.set(first, end, toPrivate);
+                long stamp = bitsLock.writeLock();
+                try {
+                    attributes.set(first, end, toPrivate);
+                } finally {
+                    bitsLock.unlockWrite(stamp);
+                }
                 conversions++;
                 changed(offset, length);
             });
@@ -591,17 +610,24 @@ public final class GuestMemory implements AutoCloseable {
      */
     private void endConversion(long first, long end) {
         try {
-            List<long[]> unrestored = new ArrayList<>(0);
+            List<long[]> unrestoredRuns = new ArrayList<>(0);
             attributes.forEachRun(first, end, false, (from, to) -> {
                 long failed = hostView.restore(from * PAGE_SIZE, (to - from) * PAGE_SIZE);
                 if (failed >= 0) {
-                    unrestored.add(new long[] {page(failed), to});
+                    unrestoredRuns.add(new long[] {page(failed), to});
                 }
             });
-            privateRuns.set(first, end, false);
-            attributes.forEachRun(first, end, true, (from, to) -> privateRuns.set(from, to, true));
-            for (long[] run : unrestored) {
-                privateRuns.set(run[0], run[1], true);
+            if (!unrestoredRuns.isEmpty() || (anyUnrestored && this.unrestored.firstSet(first, end) >= 0)) {
+                long stamp = bitsLock.writeLock();
+                try {
+                    anyUnrestored |= !unrestoredRuns.isEmpty();
+                    this.unrestored.set(first, end, false);
+                    for (long[] run : unrestoredRuns) {
+                        this.unrestored.set(run[0], run[1], true);
+                    }
+                } finally {
+                    bitsLock.unlockWrite(stamp);
+                }
             }
         } finally {
             gate.unblock();
@@ -878,7 +904,7 @@ public final class GuestMemory implements AutoCloseable {
         }
         long inFile = Math.min(length, size - fileOffset);
         if (inFile > 0) {
-            long priv = privateRuns.firstPrivate(page(fileOffset), page(fileOffset + inFile + PAGE_SIZE - 1));
+            long priv = firstHostPrivate(page(fileOffset), page(fileOffset + inFile + PAGE_SIZE - 1));
             if (priv >= 0) {
                 throw new HostAccessFault(hostOp(kind, mapping, fileOffset, length), priv * PAGE_SIZE, "the page is private");
             }
@@ -886,6 +912,41 @@ public final class GuestMemory implements AutoCloseable {
         if (length > inFile) {
             throw new HostAccessFault(hostOp(kind, mapping, fileOffset, length), size, "past the end of the " + size + "-byte file");
         }
+    }
+
+    /**
+     * {@return the first page of {@code [start, end)} that host code may not reach (private,
+     * or not mapped back), or -1} Without the file's lock: an optimistic read of the bits,
+     * validated; a read that raced with a conversion's write, or that the racing write made
+     * throw, is done again under the read lock.
+     */
+    private long firstHostPrivate(long start, long end) {
+        long stamp = bitsLock.tryOptimisticRead();
+        if (stamp != 0) {
+            try {
+                long found = firstNotReachable(start, end);
+                if (bitsLock.validate(stamp)) {
+                    return found;
+                }
+            } catch (RuntimeException tornByAWriter) {
+                // the bits changed under the read: read them again below, under the lock
+            }
+        }
+        stamp = bitsLock.readLock();
+        try {
+            return firstNotReachable(start, end);
+        } finally {
+            bitsLock.unlockRead(stamp);
+        }
+    }
+
+    private long firstNotReachable(long start, long end) {
+        long priv = attributes.firstSet(start, end);
+        if (!anyUnrestored) {
+            return priv;
+        }
+        long lost = unrestored.firstSet(start, end);
+        return priv < 0 ? lost : lost < 0 ? priv : Math.min(priv, lost);
     }
 
     /** The operation's name, built only when it fails: the fast path allocates no string. */
@@ -1168,7 +1229,7 @@ public final class GuestMemory implements AutoCloseable {
     public long metadataBytes() {
         lock.lock();
         try {
-            return attributes.bytesUsed() + fallocated.bytesUsed() + privateRuns.bytesUsed() + hostView.bytesUsed();
+            return attributes.bytesUsed() + fallocated.bytesUsed() + unrestored.bytesUsed() + hostView.bytesUsed();
         } finally {
             lock.unlock();
         }

@@ -2,7 +2,6 @@ package dev.guestmemfd.internal;
 
 import java.util.Arrays;
 import java.util.Map;
-import java.util.TreeMap;
 import java.util.function.LongConsumer;
 
 /**
@@ -28,7 +27,11 @@ public final class PageBits {
 
     /** The bit of each chunk without a container. */
     private final RunMap uniform;
-    private final TreeMap<Long, Container> mixed = new TreeMap<>();
+    // A concurrent map, though writers hold the file's lock: host accesses read these bits
+    // optimistically while a conversion of other pages may change them (GuestMemory's
+    // StampedLock detects that and reads again), and a concurrent map can neither loop nor
+    // break under such a read, as a TreeMap in mid-rotation could.
+    private final java.util.concurrent.ConcurrentSkipListMap<Long, Container> mixed = new java.util.concurrent.ConcurrentSkipListMap<>();
     /** Where the file ends: a range up to it extends to the end of its chunk, so it needs no container. */
     private final long pages;
 
