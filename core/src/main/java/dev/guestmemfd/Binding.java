@@ -77,6 +77,13 @@ public final class Binding implements AutoCloseable {
      *                              {@code EPERM} when the owner refuses (the pages are zero again)
      */
     public void populate(long at, MemorySegment source, LaunchDigest digest) {
+        memory.recordedGrant("populate", at, source == null ? 0 : source.byteSize(), () -> {
+            populateUnrecorded(at, source, digest);
+            return null;
+        });
+    }
+
+    private void populateUnrecorded(long at, MemorySegment source, LaunchDigest digest) {
         Objects.requireNonNull(source, "source");
         String op = "populate(offset=" + at + ", len=" + source.byteSize() + ")";
         ensureOpen(op);

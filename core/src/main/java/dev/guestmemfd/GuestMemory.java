@@ -421,6 +421,27 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
+    /**
+     * Runs a call that grants a host reference or a binding (map, lease, pin, bind) or
+     * populates pages, recorded as a {@code dev.guestmemfd.Reference} event with its real
+     * outcome, refusals included.
+     */
+    <T> T recordedGrant(String kind, long offset, long length, java.util.function.Supplier<T> call) {
+        Events.Reference event = new Events.Reference();
+        event.kind = kind;
+        event.offset = offset;
+        event.length = length;
+        event.begin();
+        try {
+            return call.get();
+        } catch (RuntimeException | Error e) {
+            event.result = outcome(e);
+            throw e;
+        } finally {
+            event.commit();
+        }
+    }
+
     /** {@return the outcome a flight recorder event reports: the errno name, or the exception's class} */
     private static String outcome(Throwable e) {
         return e instanceof GuestMemoryException g ? g.errno().name() : e.getClass().getName();
@@ -705,6 +726,10 @@ public final class GuestMemory implements AutoCloseable {
      *                              {@code EBADF} when closed
      */
     public HostMapping map(long offset, long length, MapType type) {
+        return recordedGrant("map", offset, length, () -> mapUnrecorded(offset, length, type));
+    }
+
+    private HostMapping mapUnrecorded(long offset, long length, MapType type) {
         java.util.Objects.requireNonNull(type, "type");
         String op = "mmap(offset=" + offset + ", len=" + length + ", " + type + ")";
         lock.lock();
@@ -741,6 +766,10 @@ public final class GuestMemory implements AutoCloseable {
      *                              {@code EFAULT} when a page is private; {@code EBADF} when closed
      */
     public Pin pin(long offset, long length) {
+        return recordedGrant("pin", offset, length, () -> pinUnrecorded(offset, length));
+    }
+
+    private Pin pinUnrecorded(long offset, long length) {
         String op = "pin(offset=" + offset + ", len=" + length + ")";
         ensureOpen(op);
         checkRange(op, offset, length);
@@ -1018,6 +1047,10 @@ public final class GuestMemory implements AutoCloseable {
      *                              or one that overlaps another binding's; {@code EBADF} when closed
      */
     public Binding bind(Owner owner, long offset, long length) {
+        return recordedGrant("bind", offset, length, () -> bindUnrecorded(owner, offset, length));
+    }
+
+    private Binding bindUnrecorded(Owner owner, long offset, long length) {
         java.util.Objects.requireNonNull(owner, "owner");
         String op = "bind(offset=" + offset + ", len=" + length + ")";
         ensureOpen(op);

@@ -56,12 +56,16 @@ public final class HostMapping implements AutoCloseable {
      *                              mapping is closed; {@code EBADF} when the file is closed
      */
     public Lease lease(long at, long bytes) {
-        String op = "lease(offset=" + at + ", len=" + bytes + ")";
-        if (bytes == 0) {
-            throw new GuestMemoryException(Errno.EINVAL, op, "a lease must cover at least one byte", -1);
-        }
-        checkBounds(op, at, bytes);
-        return memory.lease(this, offset + at, bytes, op);
+        // The file offset, saturated: an event is recorded for an overflowing refusal too.
+        long fileOffset = at > Long.MAX_VALUE - offset ? Long.MAX_VALUE : offset + at;
+        return memory.recordedGrant("lease", fileOffset, bytes, () -> {
+            String op = "lease(offset=" + at + ", len=" + bytes + ")";
+            if (bytes == 0) {
+                throw new GuestMemoryException(Errno.EINVAL, op, "a lease must cover at least one byte", -1);
+            }
+            checkBounds(op, at, bytes);
+            return memory.lease(this, offset + at, bytes, op);
+        });
     }
 
     /**

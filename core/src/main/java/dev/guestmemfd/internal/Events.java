@@ -58,6 +58,15 @@ public final class Events {
         public String content;
     }
 
+    @Name("dev.guestmemfd.Reference")
+    @Label("Reference")
+    @Description("A host mapping, lease or pin granted, an owner bound, or pages populated")
+    public static final class Reference extends RangeEvent {
+        @Label("Kind")
+        @Description("map, lease, pin, bind or populate")
+        public String kind;
+    }
+
     @Name("dev.guestmemfd.Revoke")
     @Label("Revoke Leases")
     @Description("Host leases revoked before a conversion to private")
