@@ -133,13 +133,19 @@ final class SnapshotFormat {
         return ByteBuffer.allocate(STREAM_ID_BYTES + 1 + 8).put(streamId).put((byte) kind).putLong(offset).array();
     }
 
+    /** {@return AES-GCM set up for record {@code record} of the stream: its IV from the place, its AAD from the kind and offset} */
+    private static Cipher cipher(int mode, SecretKey key, byte[] streamId, long record, int kind, long offset)
+            throws GeneralSecurityException {
+        Cipher c = Cipher.getInstance("AES/GCM/NoPadding");
+        c.init(mode, key, new GCMParameterSpec(TAG_BYTES * 8, iv(streamId, record)));
+        c.updateAAD(aad(streamId, kind, offset));
+        return c;
+    }
+
     /** {@return the first {@code length} bytes of {@code plain} sealed as record {@code record} of the stream} */
     static byte[] seal(SecretKey key, byte[] streamId, long record, int kind, long offset, byte[] plain, int length) {
         try {
-            Cipher c = Cipher.getInstance("AES/GCM/NoPadding");
-            c.init(Cipher.ENCRYPT_MODE, key, new GCMParameterSpec(TAG_BYTES * 8, iv(streamId, record)));
-            c.updateAAD(aad(streamId, kind, offset));
-            return c.doFinal(plain, 0, length);
+            return cipher(Cipher.ENCRYPT_MODE, key, streamId, record, kind, offset).doFinal(plain, 0, length);
         } catch (GeneralSecurityException e) {
             throw new IllegalStateException("AES-GCM: " + e.getMessage(), e);
         }
@@ -154,10 +160,7 @@ final class SnapshotFormat {
     static byte[] open(SecretKey key, byte[] streamId, long record, int kind, long offset, byte[] sealed, int length,
                        String op) {
         try {
-            Cipher c = Cipher.getInstance("AES/GCM/NoPadding");
-            c.init(Cipher.DECRYPT_MODE, key, new GCMParameterSpec(TAG_BYTES * 8, iv(streamId, record)));
-            c.updateAAD(aad(streamId, kind, offset));
-            return c.doFinal(sealed, 0, length);
+            return cipher(Cipher.DECRYPT_MODE, key, streamId, record, kind, offset).doFinal(sealed, 0, length);
         } catch (AEADBadTagException e) {
             throw bad(op, "a sealed record does not open: wrong key, or the stream was altered");
         } catch (GeneralSecurityException e) {
