@@ -74,6 +74,7 @@ public final class Binding implements AutoCloseable {
      *                              {@code EINVAL} when {@code at} is unaligned, the source is
      *                              empty, the pages leave the binding, or any of them is shared;
      *                              {@code EFAULT} when the source segment is closed;
+     *                              {@code EHWPOISON} when a page is poisoned;
      *                              {@code EPERM} when the owner refuses (the pages are zero again)
      */
     public void populate(long at, MemorySegment source, LaunchDigest digest) {
@@ -101,6 +102,7 @@ public final class Binding implements AutoCloseable {
         }
         memory.locked(op, () -> {
             ensureOpen(op);
+            memory.checkNotPoisoned(op, at, rounded);
             if (!memory.allPrivate(at, rounded)) {
                 throw new GuestMemoryException(Errno.EINVAL, op, "populate writes private pages only; convert first", -1);
             }

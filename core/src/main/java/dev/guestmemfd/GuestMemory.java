@@ -9,6 +9,7 @@ import dev.guestmemfd.internal.RunMap;
 import dev.guestmemfd.linux.Fd;
 import dev.guestmemfd.linux.KvmDevice;
 import dev.guestmemfd.linux.LinuxException;
+import dev.guestmemfd.linux.Mempolicy;
 import dev.guestmemfd.linux.Mman;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -99,6 +100,13 @@ public final class GuestMemory implements AutoCloseable {
     private final PageBits unrestored;
     /** Whether {@link #unrestored} ever held a page: until then accesses skip it. */
     private volatile boolean anyUnrestored;
+    /**
+     * Pages reported poisoned ({@link #reportMemoryFailure}) and not punched since: no access
+     * reaches them. Written under the lock and {@link #bitsLock}, like {@link #attributes}.
+     */
+    private final PageBits poisoned;
+    /** Whether {@link #poisoned} holds a page: while it does not, every check of it is this one read. */
+    private volatile boolean anyPoisoned;
     /** The range of the conversion in progress, whose pages grant no new host reference. */
     private long busyStart = -1;
     private long busyEnd = -1;
@@ -125,6 +133,7 @@ public final class GuestMemory implements AutoCloseable {
         this.attributes = new PageBits(!flags.contains(Flag.INIT_SHARED), pages);
         this.fallocated = new PageBits(false, pages);
         this.unrestored = new PageBits(false, pages);
+        this.poisoned = new PageBits(false, pages);
         this.hostView = hostViewOf(file);
     }
 
@@ -370,6 +379,7 @@ public final class GuestMemory implements AutoCloseable {
         invalidating(offset, length, Invalidation.PUNCH, () -> {
             file.punch(offset, length);
             fallocated.set(page(offset), page(offset + length), false);
+            clearPoison(page(offset), page(offset + length));
             changed(offset, length);
         });
     }
@@ -463,6 +473,8 @@ public final class GuestMemory implements AutoCloseable {
      *                              {@code EAGAIN} when a pin outlived the wait (error offset:
      *                              the first pinned page), or a scoped host access did;
      *                              {@code EPERM} when an owner refused (error offset: the page);
+     *                              {@code EHWPOISON} when a page of the range is poisoned (error
+     *                              offset: the first such page; punch it first);
      *                              {@code EBADF} when closed
      */
     public void convert(long offset, long length, Attribute target, Content content) {
@@ -500,6 +512,7 @@ public final class GuestMemory implements AutoCloseable {
         waitWhileBusy(op, 0, size);  // one conversion at a time: the busy range is a single range
         long first = page(offset);
         long end = page(offset + length);
+        checkNotPoisoned(op, offset, length);
         if ((toPrivate ? attributes.firstClear(first, end) : attributes.firstSet(first, end)) < 0) {
             return;
         }
@@ -723,7 +736,8 @@ public final class GuestMemory implements AutoCloseable {
      *                              {@code EOVERFLOW} when the end of the mapping (offset plus
      *                              length rounded up to a page) does not fit in a {@code long},
      *                              as {@code mmap} gives when the page offset wraps;
-     *                              {@code EBADF} when closed
+     *                              {@code EHWPOISON} when a page of the file in the range is
+     *                              poisoned; {@code EBADF} when closed
      */
     public HostMapping map(long offset, long length, MapType type) {
         return recordedGrant("map", offset, length, () -> mapUnrecorded(offset, length, type));
@@ -747,6 +761,9 @@ public final class GuestMemory implements AutoCloseable {
             if (length > Long.MAX_VALUE - (PAGE_SIZE - 1) || offset > Long.MAX_VALUE - roundUp(length)) {
                 throw new GuestMemoryException(Errno.EOVERFLOW, op, "the mapping would end past the largest file offset", -1);
             }
+            if (offset < size) {
+                checkNotPoisoned(op, offset, Math.min(roundUp(length), size - offset));
+            }
             return new HostMapping(this, offset, length);
         } finally {
             lock.unlock();
@@ -763,7 +780,8 @@ public final class GuestMemory implements AutoCloseable {
      * conversions to private of its pages wait for it, then fail.
      *
      * @throws GuestMemoryException {@code EINVAL} for an unaligned, empty or out-of-file range;
-     *                              {@code EFAULT} when a page is private; {@code EBADF} when closed
+     *                              {@code EHWPOISON} when a page is poisoned; {@code EFAULT} when
+     *                              a page is private; {@code EBADF} when closed
      */
     public Pin pin(long offset, long length) {
         return recordedGrant("pin", offset, length, () -> pinUnrecorded(offset, length));
@@ -777,6 +795,7 @@ public final class GuestMemory implements AutoCloseable {
         try {
             ensureOpen(op);
             waitWhileBusy(op, offset, length);
+            checkNotPoisoned(op, offset, length);
             long priv = attributes.firstSet(page(offset), page(offset + length));
             if (priv >= 0) {
                 throw new GuestMemoryException(Errno.EFAULT, op, "page at offset " + priv * PAGE_SIZE + " is private",
@@ -932,6 +951,12 @@ public final class GuestMemory implements AutoCloseable {
                     "past the end of the " + size + "-byte file");
         }
         long inFile = Math.min(length, size - fileOffset);
+        if (inFile > 0 && anyPoisoned) {
+            long bad = firstPoisonedUnlocked(page(fileOffset), page(fileOffset + inFile + PAGE_SIZE - 1));
+            if (bad >= 0) {
+                throw poisonedAt(hostOp(kind, mapping, fileOffset, length), bad);
+            }
+        }
         if (inFile > 0) {
             long priv = firstHostPrivate(page(fileOffset), page(fileOffset + inFile + PAGE_SIZE - 1));
             if (priv >= 0) {
@@ -1028,6 +1053,9 @@ public final class GuestMemory implements AutoCloseable {
             throw new HostAccessFault(op, page(fileOffset) * PAGE_SIZE, "past the end of the " + size + "-byte file");
         }
         long inFile = Math.min(length, size - fileOffset);
+        if (inFile > 0) {
+            checkNotPoisoned(op, fileOffset, inFile);
+        }
         long priv = attributes.firstSet(page(fileOffset), page(fileOffset + inFile + PAGE_SIZE - 1));
         if (inFile > 0 && priv >= 0) {
             throw new HostAccessFault(op, priv * PAGE_SIZE, "the page is private");
@@ -1118,6 +1146,294 @@ public final class GuestMemory implements AutoCloseable {
             }
         }
         return over;
+    }
+
+    // ---------------------------------------------------------------- NUMA placement
+
+    /**
+     * Sets the memory policy of a range: the NUMA nodes its pages come from. The policy belongs
+     * to the file's range, not to a mapping ({@code mbind(2)} on the library's mapping of a
+     * file whose kernel keeps a shared policy per range): allocation, populate, host and guest
+     * faults all allocate by it, and it stays across punch and refill until set again. Pages
+     * already allocated are moved to the policy's nodes where the kernel can move them.
+     *
+     * @param offset a page-aligned file offset
+     * @param length bytes, a positive multiple of the page size, inside the file
+     * @param policy the policy; {@link MemoryPolicy#DEFAULT} removes the range's own policy
+     * @throws GuestMemoryException {@code EINVAL} for an unaligned, empty or out-of-file range,
+     *                              an empty node set, or a node this host has no memory on
+     *                              (nothing changes); {@code EOPNOTSUPP} on a backing whose
+     *                              kernel keeps no policy per range of the file (SECRET, and
+     *                              KERNEL before Linux 6.19); {@code EBADF} when closed;
+     *                              {@code ENOMEM} when the kernel runs out of mappings
+     *                              ({@code vm.max_map_count}) to keep the policies apart
+     */
+    public void setPolicy(long offset, long length, MemoryPolicy policy) {
+        java.util.Objects.requireNonNull(policy, "policy");
+        String op = "setPolicy(offset=" + offset + ", len=" + length + ", " + policy + ")";
+        ensureOpen(op);
+        checkRange(op, offset, length);
+        java.util.BitSet hostNodes = Mempolicy.memoryNodes();
+        if (!(policy instanceof MemoryPolicy.Default)) {
+            if (policy.nodeSet().isEmpty()) {
+                throw new GuestMemoryException(Errno.EINVAL, op, "the policy names no node", -1);
+            }
+            for (int node : policy.nodeSet()) {
+                // Checked before any mask is built: a node number is not a size to allocate by.
+                if (node < 0 || node >= Mempolicy.MAX_NODES || !hostNodes.get(node)) {
+                    throw new GuestMemoryException(Errno.EINVAL, op, "node " + node + " is not a node with memory on "
+                            + "this host (nodes " + hostNodes + ")", -1);
+                }
+            }
+        }
+        KernelPolicy kernel = KernelPolicy.of(policy);
+        if (!file.keepsFilePolicy()) {
+            throw new GuestMemoryException(Errno.EOPNOTSUPP, op, "the " + backing + " backing keeps no memory policy per "
+                    + "range of the file: the kernel would apply it to the library's mapping alone", -1);
+        }
+        lock.lock();
+        try {
+            ensureOpen(op);
+            file.setPolicy(offset, length, kernel.mode(), kernel.mask());
+        } catch (LinuxException e) {
+            throw fromKernel(op, e);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * {@return the memory policy of the page at {@code offset}} as the kernel reports it
+     * ({@code get_mempolicy(2)} with {@code MPOL_F_ADDR}).
+     *
+     * @throws GuestMemoryException {@code EINVAL} for an offset outside the file;
+     *                              {@code EOPNOTSUPP} when the kernel reports a policy that
+     *                              {@link MemoryPolicy} does not name (set by other means);
+     *                              {@code EBADF} when closed
+     */
+    public MemoryPolicy policy(long offset) {
+        String op = "policy(offset=" + offset + ")";
+        ensureOpen(op);
+        if (offset < 0 || offset >= size) {
+            throw new GuestMemoryException(Errno.EINVAL, op, "offset is outside the " + size + "-byte file", -1);
+        }
+        lock.lock();
+        try {
+            ensureOpen(op);
+            Mempolicy.Policy reported = file.policy(offset / PAGE_SIZE * PAGE_SIZE);
+            MemoryPolicy policy = new KernelPolicy(reported.mode(), reported.nodes()).toPolicy();
+            if (policy == null) {
+                throw new GuestMemoryException(Errno.EOPNOTSUPP, op, "the kernel reports policy mode " + reported.mode()
+                        + " over nodes " + reported.nodes() + ", which this library does not set", -1);
+            }
+            return policy;
+        } catch (LinuxException e) {
+            throw fromKernel(op, e);
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    // ---------------------------------------------------------------- memory failure
+
+    /**
+     * Reports that the page at {@code offset} has failed (the kernel's memory_failure, a
+     * hardware-poisoned page): an owner learnt it from its hardware, or the host from a
+     * machine check. The page keeps its memory, as the kernel's guest_memfd keeps the folio,
+     * but nothing reaches it any more: every owner bound over it gets an invalidation
+     * ({@link Invalidation#MEMORY_FAILURE}); leases over it are revoked and the host's mapping
+     * of it replaced, so a segment still held reads zeros, never the failed page; from then on
+     * host accesses, leases, pins and maps that cover it, populate into it, and conversions
+     * over it fail with {@code EHWPOISON}. Punching the page clears the mark: it becomes a
+     * hole, allocated afresh when next touched.
+     *
+     * @return true when the page was newly marked, false when it already was
+     * @throws GuestMemoryException {@code EINVAL} for an offset that is unaligned or outside
+     *                              the file, or a page that holds no memory (a hole: no memory
+     *                              there can fail); {@code EBADF} when closed; {@code EDEADLK}
+     *                              from an owner callback of a conversion
+     */
+    public boolean reportMemoryFailure(long offset) {
+        String op = "reportMemoryFailure(offset=" + offset + ")";
+        Events.MemoryFailure event = new Events.MemoryFailure();
+        event.offset = offset;
+        event.length = PAGE_SIZE;
+        event.begin();
+        try {
+            ensureOpen(op);
+            if (offset < 0 || offset % PAGE_SIZE != 0 || offset >= size) {
+                throw new GuestMemoryException(Errno.EINVAL, op, "offset must be page aligned and inside the " + size
+                        + "-byte file", -1);
+            }
+            lock.lock();
+            try {
+                ensureOpen(op);
+                boolean marked = poisonLocked(op, offset);
+                event.newly = marked;
+                return marked;
+            } finally {
+                lock.unlock();
+            }
+        } catch (LinuxException e) {
+            event.result = e.errnoName();
+            throw fromKernel(op, e);
+        } catch (RuntimeException | Error e) {
+            event.result = outcome(e);
+            throw e;
+        } finally {
+            event.commit();
+        }
+    }
+
+    private boolean poisonLocked(String op, long offset) {
+        waitWhileBusy(op, 0, size);  // the page is the busy range while it is taken away
+        long p = page(offset);
+        if (poisoned.isSet(p)) {
+            return false;
+        }
+        if (!fallocated.isSet(p) && !isResident(offset)) {
+            throw new GuestMemoryException(Errno.EINVAL, op, "the page at offset " + offset + " is a hole: no memory to fail",
+                    offset);
+        }
+        busyStart = offset;
+        busyEnd = offset + PAGE_SIZE;
+        busyThread = Thread.currentThread();
+        gate.block(p, p + 1);
+        try {
+            // Accesses in flight finish with the page's bytes; later ones are refused. One that
+            // outlives the wait reads the dummy page from the revocation on, never the failed one.
+            gate.awaitQuiet(p, p + 1, pinWait.toNanos());
+            invalidating(offset, PAGE_SIZE, Invalidation.MEMORY_FAILURE, () -> {
+                for (var it = leases.iterator(); it.hasNext(); ) {
+                    Lease lease = it.next();
+                    if (overlaps(lease.fileOffset(), lease.length(), offset, PAGE_SIZE)) {
+                        endLease(lease);
+                        it.remove();
+                    }
+                }
+                hostView.revoke(offset, PAGE_SIZE);
+                long stamp = bitsLock.writeLock();
+                try {
+                    poisoned.set(p, p + 1, true);
+                    anyPoisoned = true;
+                } finally {
+                    bitsLock.unlockWrite(stamp);
+                }
+                changed(offset, PAGE_SIZE);
+            });
+            return true;
+        } finally {
+            gate.unblock();
+            busyStart = busyEnd = -1;
+            busyThread = null;
+            changed.signalAll();
+        }
+    }
+
+    /** {@return true when the kernel holds memory for the page at {@code offset}} */
+    private boolean isResident(long offset) {
+        boolean[] resident = {false};
+        BackingFile.forEachResidentRun(file, offset, PAGE_SIZE, (o, l) -> resident[0] = true);
+        return resident[0];
+    }
+
+    /**
+     * {@return the file offsets of the poisoned pages, in order}
+     *
+     * @throws GuestMemoryException {@code EBADF} when closed
+     */
+    public List<Long> poisonedPages() {
+        lock.lock();
+        try {
+            ensureOpen("poisonedPages()");
+            List<Long> offsets = new ArrayList<>();
+            if (anyPoisoned) {
+                poisoned.forEachRun(0, pages, true, (from, to) -> {
+                    for (long q = from; q < to; q++) {
+                        offsets.add(q * PAGE_SIZE);
+                    }
+                });
+            }
+            return offsets;
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /**
+     * {@return true when the page at {@code offset} is poisoned}
+     *
+     * @throws GuestMemoryException {@code EINVAL} for an offset outside the file; {@code EBADF} when closed
+     */
+    public boolean isPoisoned(long offset) {
+        String op = "isPoisoned(offset=" + offset + ")";
+        if (offset < 0 || offset >= size) {
+            throw new GuestMemoryException(Errno.EINVAL, op, "offset is outside the " + size + "-byte file", -1);
+        }
+        lock.lock();
+        try {
+            ensureOpen(op);
+            return anyPoisoned && poisoned.isSet(page(offset));
+        } finally {
+            lock.unlock();
+        }
+    }
+
+    /** Refuses a range, inside the file, that covers a poisoned page; under the lock. */
+    void checkNotPoisoned(String op, long offset, long length) {
+        if (anyPoisoned) {
+            long bad = poisoned.firstSet(page(offset), page(offset + length + PAGE_SIZE - 1));
+            if (bad >= 0) {
+                throw poisonedAt(op, bad);
+            }
+        }
+    }
+
+    private static GuestMemoryException poisonedAt(String op, long page) {
+        return new GuestMemoryException(Errno.EHWPOISON, op, "the page at offset " + page * PAGE_SIZE
+                + " is poisoned (a memory failure); punch it to use it again", page * PAGE_SIZE);
+    }
+
+    /** As {@link #firstHostPrivate}, for the poisoned pages: an optimistic read, validated. */
+    private long firstPoisonedUnlocked(long start, long end) {
+        long stamp = bitsLock.tryOptimisticRead();
+        if (stamp != 0) {
+            try {
+                long found = poisoned.firstSet(start, end);
+                if (bitsLock.validate(stamp)) {
+                    return found;
+                }
+            } catch (RuntimeException tornByAWriter) {
+                // read again below, under the lock
+            }
+        }
+        stamp = bitsLock.readLock();
+        try {
+            return poisoned.firstSet(start, end);
+        } finally {
+            bitsLock.unlockRead(stamp);
+        }
+    }
+
+    /** Clears the poison of pages {@code [first, end)}, punched; the host's mapping of the shared ones comes back. */
+    private void clearPoison(long first, long end) {
+        if (!anyPoisoned || poisoned.firstSet(first, end) < 0) {
+            return;
+        }
+        List<long[]> cleared = new ArrayList<>(1);
+        poisoned.forEachRun(first, end, true, (from, to) -> cleared.add(new long[] {from, to}));
+        long stamp = bitsLock.writeLock();
+        try {
+            poisoned.set(first, end, false);
+            anyPoisoned = poisoned.firstSet(0, pages) >= 0;
+        } finally {
+            bitsLock.unlockWrite(stamp);
+        }
+        for (long[] run : cleared) {
+            attributes.forEachRun(run[0], run[1], false, (from, to) -> {
+                hostView.restore(from * PAGE_SIZE, (to - from) * PAGE_SIZE);
+            });
+        }
     }
 
     // ---------------------------------------------------------------- state
@@ -1262,7 +1578,8 @@ public final class GuestMemory implements AutoCloseable {
     public long metadataBytes() {
         lock.lock();
         try {
-            return attributes.bytesUsed() + fallocated.bytesUsed() + unrestored.bytesUsed() + hostView.bytesUsed();
+            return attributes.bytesUsed() + fallocated.bytesUsed() + unrestored.bytesUsed() + poisoned.bytesUsed()
+                    + hostView.bytesUsed();
         } finally {
             lock.unlock();
         }
@@ -1432,14 +1749,16 @@ public final class GuestMemory implements AutoCloseable {
      * if every page of the range is shared now, under the lock so that no conversion can slip
      * in between the check and the copy.
      *
-     * @return false, having copied nothing, when a page of the range is private
+     * @return false, having copied nothing, when a page of the range is private or poisoned
      */
     boolean copyIfShared(MemorySegment from, long fileOffset, MemorySegment to) {
         lock.lock();
         try {
             ensureOpen("copyIfShared");
             waitWhileBusy("copyIfShared", fileOffset, to.byteSize());
-            if (attributes.firstSet(page(fileOffset), page(fileOffset + to.byteSize() + PAGE_SIZE - 1)) >= 0) {
+            long endPage = page(fileOffset + to.byteSize() + PAGE_SIZE - 1);
+            if (attributes.firstSet(page(fileOffset), endPage) >= 0
+                    || (anyPoisoned && poisoned.firstSet(page(fileOffset), endPage) >= 0)) {
                 return false;
             }
             to.copyFrom(from.asSlice(0, to.byteSize()));

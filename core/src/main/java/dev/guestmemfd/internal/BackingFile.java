@@ -5,6 +5,7 @@ import dev.guestmemfd.linux.Ioctl;
 import dev.guestmemfd.linux.KvmDevice;
 import dev.guestmemfd.linux.KvmUapi;
 import dev.guestmemfd.linux.LinuxException;
+import dev.guestmemfd.linux.Mempolicy;
 import dev.guestmemfd.linux.Mman;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -77,6 +78,27 @@ public abstract sealed class BackingFile implements AutoCloseable
     /** Faults the pages of an aligned range in for writing, as {@code MADV_POPULATE_WRITE} does. */
     public void prefault(long offset, long length) {
         Mman.madvise(pages.asSlice(offset, length), Mman.MADV_POPULATE_WRITE);
+    }
+
+    /**
+     * {@return true when a memory policy set on the library's mapping belongs to the file's
+     * range} (the kernel keeps a shared policy per range of the file: shmem does), so that
+     * every mapping, {@code fallocate} and the guest allocate by it. Where it is false the
+     * kernel would keep the policy on that one mapping only, and the guest's and host's own
+     * faults would ignore it.
+     */
+    public boolean keepsFilePolicy() {
+        return false;
+    }
+
+    /** Sets the memory policy of an aligned range inside the file, moving the pages already allocated where the kernel can. */
+    public void setPolicy(long offset, long length, int mode, java.util.BitSet nodes) {
+        Mempolicy.mbind(pages.asSlice(offset, length), mode, nodes, Mempolicy.MPOL_MF_MOVE);
+    }
+
+    /** {@return the memory policy of the page at {@code offset}, as the kernel reports it} */
+    public Mempolicy.Policy policy(long offset) {
+        return Mempolicy.policyAt(pages.asSlice(offset, Mman.PAGE_SIZE));
     }
 
     /** Frees (or zeroes in place) the pages of an aligned range that lies inside the file: the kernel's punch hole. */
@@ -166,6 +188,12 @@ public abstract sealed class BackingFile implements AutoCloseable
 
         private static int create(long size) {
             return sized(dev.guestmemfd.linux.Memfd.create("guestmemfd", dev.guestmemfd.linux.Memfd.MFD_CLOEXEC), size);
+        }
+
+        /** shmem keeps a shared policy per range of the file. */
+        @Override
+        public boolean keepsFilePolicy() {
+            return true;
         }
     }
 

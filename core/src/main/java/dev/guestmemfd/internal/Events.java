@@ -82,4 +82,13 @@ public final class Events {
         @Label("Reason")
         public String reason;
     }
+
+    @Name("dev.guestmemfd.MemoryFailure")
+    @Label("Memory Failure")
+    @Description("A page reported poisoned: its owners invalidated, host access to it revoked")
+    public static final class MemoryFailure extends RangeEvent {
+        @Label("Newly Poisoned")
+        @Description("false when the page was already poisoned")
+        public boolean newly;
+    }
 }
