@@ -1379,6 +1379,23 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
+    /**
+     * {@return the offset of the first poisoned page of {@code [offset, offset + length)}, a
+     * range inside the file, or -1} One read while no page is poisoned.
+     */
+    long firstPoisoned(long offset, long length) {
+        if (!anyPoisoned) {
+            return -1;
+        }
+        lock.lock();
+        try {
+            long bad = poisoned.firstSet(page(offset), page(offset + length + PAGE_SIZE - 1));
+            return bad < 0 ? -1 : bad * PAGE_SIZE;
+        } finally {
+            lock.unlock();
+        }
+    }
+
     /** Refuses a range, inside the file, that covers a poisoned page; under the lock. */
     void checkNotPoisoned(String op, long offset, long length) {
         if (anyPoisoned) {

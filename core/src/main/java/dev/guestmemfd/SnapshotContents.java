@@ -19,10 +19,20 @@ package dev.guestmemfd;
  * @param privateBytes bytes of private page records (sealed), pages sent again included
  * @param states       owner state records (a machine's description, its vCPUs)
  * @param stateBytes   bytes of the owner state records, opened
+ * @param poisonedPages pages that end poisoned (a memory failure); each is counted among the
+ *                     holes of its attribute too, as no memory of it travels
  */
 public record SnapshotContents(long fileSize, long records, int rounds, long sharedPages, long privatePages,
                                long sharedHoles, long privateHoles, long sharedBytes, long privateBytes,
-                               int states, long stateBytes) {
+                               int states, long stateBytes, long poisonedPages) {
+    /** The contents of a stream without poisoned pages. */
+    public SnapshotContents(long fileSize, long records, int rounds, long sharedPages, long privatePages,
+                            long sharedHoles, long privateHoles, long sharedBytes, long privateBytes,
+                            int states, long stateBytes) {
+        this(fileSize, records, rounds, sharedPages, privatePages, sharedHoles, privateHoles, sharedBytes, privateBytes,
+                states, stateBytes, 0);
+    }
+
     /** {@return pages of the file that no record mentions: a restore leaves them as the target has them} */
     public long unrecordedPages() {
         return fileSize / GuestMemory.PAGE_SIZE - sharedPages - privatePages - sharedHoles - privateHoles;

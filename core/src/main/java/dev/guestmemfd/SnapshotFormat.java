@@ -15,7 +15,7 @@ import javax.crypto.spec.GCMParameterSpec;
 
 /**
  * The snapshot stream's layout and its sealing: what the bytes are, apart from who writes and
- * who reads them. Version 2, big-endian:
+ * who reads them. Version 3, big-endian:
  * <pre>
  * header : "GMEMSNAP" u32 version u64 fileSize u32 pageSize byte[16] streamId
  * record : u8 kind, then
@@ -24,9 +24,12 @@ import javax.crypto.spec.GCMParameterSpec;
  *   3 private hole   u64 offset u32 pages   (no memory; the pages are private)
  *   4 shared hole    u64 offset u32 pages   (no memory; the pages are shared)
  *   5 owner state    u64 0      u32 length, length + 16 bytes sealed like private pages
+ *   6 poisoned       u64 offset u32 pages   (failed pages: no memory travels; their attribute
+ *                                            is that of the hole record just before; version 3)
  * end    : u8 0, u64 records, then 32 + 16 bytes: the SHA-256 of everything before, sealed
  * </pre>
- * The stream ends with the sealed digest: nothing follows it.
+ * The stream ends with the sealed digest: nothing follows it. A version 2 stream is the same
+ * without record kind 6, and still reads.
  *
  * <p>Sealing: AES-256-GCM, IV = the first 4 bytes of streamId and the record's number (u64),
  * AAD = streamId, kind, offset; so a sealed record opens only in its own place of its own
@@ -34,13 +37,16 @@ import javax.crypto.spec.GCMParameterSpec;
  */
 final class SnapshotFormat {
     static final byte[] MAGIC = "GMEMSNAP".getBytes(StandardCharsets.US_ASCII);
-    static final int VERSION = 2;
+    static final int VERSION = 3;
+    /** The oldest version this library reads: version 3 only added {@link #POISONED}. */
+    static final int OLDEST_VERSION = 2;
     static final int END = 0;
     static final int SHARED = 1;
     static final int PRIVATE = 2;
     static final int PRIVATE_HOLE = 3;
     static final int SHARED_HOLE = 4;
     static final int STATE = 5;
+    static final int POISONED = 6;
     static final int STREAM_ID_BYTES = 16;
     static final int HEADER_BYTES = MAGIC.length + 4 + 8 + 4 + STREAM_ID_BYTES;
     /** u8 kind, u64 offset, u32 length or pages. */
@@ -63,12 +69,17 @@ final class SnapshotFormat {
     }
 
     /** The header's fields. */
-    record Header(long fileSize, byte[] streamId) {
+    record Header(int version, long fileSize, byte[] streamId) {
     }
 
     static void writeHeader(DataOutputStream out, long fileSize, byte[] streamId) throws IOException {
+        writeHeader(out, VERSION, fileSize, streamId);
+    }
+
+    /** Writes a header of {@code version}: an older one only to test that it still reads. */
+    static void writeHeader(DataOutputStream out, int version, long fileSize, byte[] streamId) throws IOException {
         out.write(MAGIC);
-        out.writeInt(VERSION);
+        out.writeInt(version);
         out.writeLong(fileSize);
         out.writeInt((int) GuestMemory.PAGE_SIZE);
         out.write(streamId);
@@ -87,8 +98,8 @@ final class SnapshotFormat {
             throw bad(op, "not a guestmemfd snapshot");
         }
         int version = in.readInt();
-        if (version != VERSION) {
-            throw bad(op, "stream version " + version + ", this library reads " + VERSION);
+        if (version < OLDEST_VERSION || version > VERSION) {
+            throw bad(op, "stream version " + version + ", this library reads " + OLDEST_VERSION + " to " + VERSION);
         }
         long fileSize = in.readLong();
         int pageSize = in.readInt();
@@ -97,7 +108,7 @@ final class SnapshotFormat {
         if (pageSize != GuestMemory.PAGE_SIZE || fileSize <= 0 || fileSize % GuestMemory.PAGE_SIZE != 0) {
             throw bad(op, "the stream is of " + pageSize + "-byte pages and a " + fileSize + "-byte file");
         }
-        return new Header(fileSize, streamId);
+        return new Header(version, fileSize, streamId);
     }
 
     static void writeRecordHeader(DataOutputStream out, int kind, long offset, int length) throws IOException {
@@ -109,6 +120,11 @@ final class SnapshotFormat {
     /** {@return true for the kinds that carry page bytes} */
     static boolean carriesPages(int kind) {
         return kind == SHARED || kind == PRIVATE;
+    }
+
+    /** {@return true for the kinds that mark pages without carrying them, in a stream of {@code version}} */
+    static boolean isMark(int kind, int version) {
+        return kind == POISONED && version >= 3;
     }
 
     /** {@return true for the kinds that name pages without memory} */

@@ -47,6 +47,8 @@ final class SnapshotReader implements Snapshot.Reader {
     private final DataInputStream data;
     private final byte[] streamId;
     private final long fileSize;
+    /** The stream's format version: a version 2 stream has no poisoned records. */
+    private final int version;
     private long records;
     private boolean restoring;
     private String op = "restore";
@@ -68,6 +70,7 @@ final class SnapshotReader implements Snapshot.Reader {
             throw bad(op, "the stream ends early");
         }
         this.fileSize = header.fileSize();
+        this.version = header.version();
         this.streamId = header.streamId();
         if (replays.seen(streamId)) {
             throw alreadyRestored();
@@ -182,6 +185,8 @@ final class SnapshotReader implements Snapshot.Reader {
         final BitSet written = new BitSet();
         /** Pages some record named: their final attribute is in {@link #privateAtEnd}. */
         final BitSet named = new BitSet();
+        /** Of the named pages, those whose last record marked them poisoned (kept until a later record names them). */
+        final BitSet poisoned = new BitSet();
         /** Of the named pages, those whose last record made them private. */
         final BitSet privateAtEnd = new BitSet();
         long sharedBytes;
@@ -218,6 +223,20 @@ final class SnapshotReader implements Snapshot.Reader {
             }
             long offset = data.readLong();
             int length = data.readInt();
+            if (SnapshotFormat.isMark(kind, version)) {
+                // The failed pages: named by the hole record just before, which gave their attribute.
+                long bytes = (long) length * GuestMemory.PAGE_SIZE;
+                if (length <= 0 || offset < 0 || offset % GuestMemory.PAGE_SIZE != 0 || offset > fileSize - bytes) {
+                    throw bad(op, "record " + records + " is malformed");
+                }
+                int first = (int) (offset / GuestMemory.PAGE_SIZE);
+                if (staged.named.nextClearBit(first) < first + length) {
+                    throw bad(op, "record " + records + " marks pages poisoned that no record named");
+                }
+                staged.poisoned.set(first, first + length);
+                records++;
+                continue;
+            }
             if (SnapshotFormat.isHole(kind)) {
                 long bytes = (long) length * GuestMemory.PAGE_SIZE;
                 if (length <= 0 || offset < 0 || offset % GuestMemory.PAGE_SIZE != 0 || offset > fileSize - bytes) {
@@ -228,6 +247,7 @@ final class SnapshotReader implements Snapshot.Reader {
                 punchWritten(memory, staged.written, first, end);  // sent earlier, freed since
                 staged.recorded(offset);
                 staged.named.set(first, end);
+                staged.poisoned.clear(first, end);
                 staged.privateAtEnd.set(first, end, kind == PRIVATE_HOLE);
                 records++;
                 continue;
@@ -260,6 +280,7 @@ final class SnapshotReader implements Snapshot.Reader {
             int end = (int) ((offset + length) / GuestMemory.PAGE_SIZE);
             staged.written.set(first, end);
             staged.named.set(first, end);
+            staged.poisoned.clear(first, end);  // punched and refilled since it failed
             staged.privateAtEnd.set(first, end, kind == PRIVATE);
             records++;
         }
@@ -316,6 +337,18 @@ final class SnapshotReader implements Snapshot.Reader {
         }
         if (runStart >= 0) {
             toShared(memory, runStart, pages);
+        }
+        markPoisoned(memory, staged.poisoned);
+    }
+
+    /**
+     * Reports the pages that ended poisoned as failed again, last, once their attributes are
+     * final: a failed page keeps memory (zero here, as none travels) and its mark.
+     */
+    private static void markPoisoned(GuestMemory memory, BitSet poisoned) {
+        for (int p = poisoned.nextSetBit(0); p >= 0; p = poisoned.nextSetBit(p + 1)) {
+            memory.allocate(p * GuestMemory.PAGE_SIZE, GuestMemory.PAGE_SIZE);
+            memory.reportMemoryFailure(p * GuestMemory.PAGE_SIZE);
         }
     }
 
@@ -390,7 +423,7 @@ final class SnapshotReader implements Snapshot.Reader {
         privateHoles.and(staged.privateAtEnd);
         return new SnapshotContents(fileSize, records, staged.rounds, sharedPages.cardinality(), privatePages.cardinality(),
                 holes.cardinality() - privateHoles.cardinality(), privateHoles.cardinality(),
-                staged.sharedBytes, staged.privateBytes, stateRecords.size(), stateBytes);
+                staged.sharedBytes, staged.privateBytes, stateRecords.size(), stateBytes, staged.poisoned.cardinality());
     }
 
     private GuestMemoryException alreadyRestored() {

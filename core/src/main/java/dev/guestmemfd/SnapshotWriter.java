@@ -3,6 +3,7 @@ package dev.guestmemfd;
 import static dev.guestmemfd.SnapshotFormat.CHUNK;
 import static dev.guestmemfd.SnapshotFormat.END;
 import static dev.guestmemfd.SnapshotFormat.MAX_STATE;
+import static dev.guestmemfd.SnapshotFormat.POISONED;
 import static dev.guestmemfd.SnapshotFormat.PRIVATE;
 import static dev.guestmemfd.SnapshotFormat.PRIVATE_HOLE;
 import static dev.guestmemfd.SnapshotFormat.SHARED;
@@ -96,8 +97,27 @@ final class SnapshotWriter implements Snapshot.Writer {
         return pageBytes - before;
     }
 
-    /** Writes {@code [from, to)} of a run as the run's state. */
+    /**
+     * Writes {@code [from, to)} of a run as the run's state, a poisoned page as a hole of its
+     * attribute marked poisoned: its memory failed, and no byte of it may travel.
+     */
     private void writeRun(PageRun run, long from, long to) throws IOException {
+        long at = from;
+        for (long bad; at < to && (bad = memory.firstPoisoned(at, to - at)) >= 0; at = bad + GuestMemory.PAGE_SIZE) {
+            if (bad > at) {
+                writeClean(run, at, bad);
+            }
+            SnapshotFormat.writeRecordHeader(data, run.attribute() == Attribute.PRIVATE ? PRIVATE_HOLE : SHARED_HOLE, bad, 1);
+            SnapshotFormat.writeRecordHeader(data, POISONED, bad, 1);
+            records += 2;
+        }
+        if (at < to) {
+            writeClean(run, at, to);
+        }
+    }
+
+    /** Writes {@code [from, to)} of a run, no page of it poisoned, as the run's state. */
+    private void writeClean(PageRun run, long from, long to) throws IOException {
         if (!run.allocated()) {
             SnapshotFormat.writeRecordHeader(data, run.attribute() == Attribute.PRIVATE ? PRIVATE_HOLE : SHARED_HOLE,
                     from, Math.toIntExact((to - from) / GuestMemory.PAGE_SIZE));
