@@ -47,8 +47,15 @@ final class MemoryMapView {
     private final long size;
     private final long pagesPerBlock;
     private final List<Block> blocks;
+    /** File offsets of the poisoned pages, in order: their blocks are drawn as {@code X}. */
+    private final List<Long> poisoned;
 
     MemoryMapView(List<PageRun> runs, long size) {
+        this(runs, size, List.of());
+    }
+
+    MemoryMapView(List<PageRun> runs, long size, List<Long> poisoned) {
+        this.poisoned = List.copyOf(poisoned);
         this.runs = runs;
         this.size = size;
         long pages = size / PAGE;
@@ -95,6 +102,13 @@ final class MemoryMapView {
         return blocks;
     }
 
+    /** {@return the state to draw: {@code X} for a block holding a poisoned page, which must show whatever else it holds} */
+    private char drawn(Block b) {
+        int i = java.util.Collections.binarySearch(poisoned, b.offset());
+        int next = i >= 0 ? i : -i - 1;
+        return next < poisoned.size() && poisoned.get(next) < b.offset() + b.pages() * PAGE ? 'X' : b.state();
+    }
+
     /** {@return the map for a terminal: coloured when {@code colour}, letters otherwise} */
     String terminal(boolean colour) {
         StringBuilder out = new StringBuilder();
@@ -103,7 +117,8 @@ final class MemoryMapView {
         for (int i = 0; i < blocks.size(); i += PER_LINE) {
             out.append(String.format(Locale.ROOT, "%12s  ", "0x" + Long.toHexString(blocks.get(i).offset())));
             for (int j = i; j < Math.min(blocks.size(), i + PER_LINE); j++) {
-                out.append(colour ? shaded(blocks.get(j)) : glyph(blocks.get(j).state(), false));
+                char state = drawn(blocks.get(j));
+                out.append(colour && state != 'X' ? shaded(blocks.get(j)) : glyph(state, colour));
             }
             out.append('\n');
         }
@@ -111,8 +126,17 @@ final class MemoryMapView {
                 .append(glyph('P', colour)).append(" private  ")
                 .append(glyph('s', colour)).append(" shared, absent  ")
                 .append(glyph('p', colour)).append(" private, absent");
+        if (!poisoned.isEmpty()) {
+            out.append("  ").append(glyph('X', colour)).append(" poisoned");
+        }
         out.append(colour ? "\n        bar height: the block's share of allocated pages\n"
                 : "\n        a block shows its most notable page (private first, then allocated)\n");
+        if (!poisoned.isEmpty()) {
+            out.append(String.format(Locale.ROOT, "poisoned: %d page%s, refused with EHWPOISON until punched:",
+                    poisoned.size(), poisoned.size() == 1 ? "" : "s"));
+            poisoned.stream().limit(16).forEach(o -> out.append(" 0x").append(Long.toHexString(o)));
+            out.append(poisoned.size() > 16 ? " ...\n" : "\n");
+        }
         return out.toString();
     }
 
@@ -147,10 +171,12 @@ final class MemoryMapView {
                 case 'S' -> "S";
                 case 'P' -> "P";
                 case 'p' -> "p";
+                case 'X' -> "X";
                 default -> ".";
             };
         }
         return switch (state) {
+            case 'X' -> "\u001b[1;35mX\u001b[0m";
             case 'S' -> "\u001b[32m\u2588\u001b[0m";
             case 'P' -> "\u001b[31m\u2588\u001b[0m";
             case 'p' -> "\u001b[31m\u2591\u001b[0m";
@@ -183,12 +209,15 @@ final class MemoryMapView {
                     "<rect class=\"block\" x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"%s\" stroke=\"#ffffff\""
                             + " data-offset=\"%d\" data-pages=\"%d\" data-shared=\"%d\" data-private=\"%d\" data-absent=\"%d\">"
                             + "<title>0x%x: %d pages, %s shared, %s private, %s absent</title></rect>%n",
-                    x, y, cell, cell, fill(b.state()), b.offset(), b.pages(), b.shared(), b.privates(), b.absent(),
+                    x, y, cell, cell, fill(drawn(b)), b.offset(), b.pages(), b.shared(), b.privates(), b.absent(),
                     b.offset(), b.pages(), percent(b.shared(), b.pages()), percent(b.privates(), b.pages()),
                     percent(b.absent(), b.pages())));
         }
         int ly = 28 + lines * cell + 20;
-        String[][] legend = {{"S", "shared"}, {"P", "private"}, {"s", "shared, absent"}, {"p", "private, absent"}};
+        String[][] legend = poisoned.isEmpty()
+                ? new String[][] {{"S", "shared"}, {"P", "private"}, {"s", "shared, absent"}, {"p", "private, absent"}}
+                : new String[][] {{"S", "shared"}, {"P", "private"}, {"s", "shared, absent"}, {"p", "private, absent"},
+                        {"X", "poisoned"}};
         for (int i = 0; i < legend.length; i++) {
             int x = 4 + i * 150;
             out.append(String.format(Locale.ROOT, "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" fill=\"%s\"/>"
@@ -203,6 +232,7 @@ final class MemoryMapView {
             case 'S' -> "#2e9e44";
             case 'P' -> "#c62828";
             case 'p' -> "#f3b3b3";
+            case 'X' -> "#4a148c";
             default -> "#b9e4c2";
         };
     }

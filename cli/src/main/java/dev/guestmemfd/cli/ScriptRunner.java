@@ -127,6 +127,11 @@ final class ScriptRunner implements AutoCloseable {
                     pins.set(id, null);
                     yield "ok";
                 }
+                case "poison" -> {
+                    args(w, 1, 1);
+                    file().reportMemoryFailure(number(w[1]));  // a second report of a page is no error
+                    yield "ok";
+                }
                 case "close" -> {
                     args(w, 0, 0);
                     file();

@@ -347,6 +347,32 @@ class GmemIT {
     }
 
     @Test
+    void aPoisonedPageIsRefusedInScriptsUntilPunchedAndMapDrawsIt() throws Exception {
+        String script = """
+                create 0x40000 mmap init_shared backing=memfd
+                mmap 0 0x40000
+                write 1 0x5000 0x1000 aa
+                poison 0x5000
+                poison 0x5000
+                poison 0x7000
+                read 1 0x5000 8
+                write 1 0x4000 0x2000 bb
+                pin 0x5000 0x1000
+                convert 0 0x40000 private zero
+                read 1 0x4000 8
+                poison 0x5001
+                """;
+        Result r = gmem(script, "script", "-");
+        assertThat(r.out().lines().toList()).containsExactly("ok", "ok", "ok", "ok", "ok", "err EINVAL", "err EHWPOISON",
+                "err EHWPOISON", "err EHWPOISON", "err EHWPOISON", "data 00*8", "err EINVAL");
+        Result map = gmem(script.replace("poison 0x7000", "fallocate punch_hole,keep_size 0x7000 0x1000"), "map", "-");
+        assertThat(map.out()).contains("X poisoned", "poisoned: 1 page, refused with EHWPOISON until punched: 0x5000");
+        Result punched = gmem("create 0x40000 mmap init_shared backing=memfd\nfallocate keep_size 0x5000 0x1000\npoison 0x5000\n"
+                + "fallocate keep_size,punch_hole 0x5000 0x1000\nmmap 0 0x40000\nread 1 0x5000 4\n", "script", "-");
+        assertThat(punched.out().lines().toList()).containsExactly("ok", "ok", "ok", "ok", "ok", "data 00*4");
+    }
+
+    @Test
     @SuppressWarnings("unchecked")
     void quickBenchmarksReportEveryGroup() throws Exception {
         Result r = gmem(null, "bench", "--quick", "--json");
