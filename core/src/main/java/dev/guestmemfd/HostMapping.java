@@ -51,6 +51,7 @@ public final class HostMapping implements AutoCloseable {
      *
      * @param bytes positive: a lease of nothing is refused, as {@code mmap} refuses length 0
      * @throws HostAccessFault      when a page is private or past the end of the file
+     * @throws GuestMemoryException {@code EHWPOISON} when a page of the range is poisoned; nothing is touched
      * @throws GuestMemoryException {@code EINVAL} when {@code bytes} is not positive;
      *                              {@code EFAULT} when the range leaves the mapping or the
      *                              mapping is closed; {@code EBADF} when the file is closed
@@ -80,6 +81,7 @@ public final class HostMapping implements AutoCloseable {
      * it. The segment must not escape the action (its arena is closed when the action returns).
      *
      * @throws HostAccessFault     when a page is private or past the end of the file;
+     * @throws GuestMemoryException {@code EHWPOISON} when a page of the range is poisoned; nothing is touched
      *                              {@code action} does not run
      * @throws GuestMemoryException {@code EINVAL} when {@code bytes} is negative; {@code EFAULT}
      *                              when the range leaves the mapping or the mapping is closed;
@@ -98,6 +100,7 @@ public final class HostMapping implements AutoCloseable {
      * {@return what {@code action} returns, run as {@link #access} runs it}
      *
      * @throws HostAccessFault     when a page is private or past the end of the file
+     * @throws GuestMemoryException {@code EHWPOISON} when a page of the range is poisoned; nothing is touched
      * @throws GuestMemoryException {@code EINVAL} when {@code bytes} is negative; {@code EFAULT}
      *                              when the range leaves the mapping or the mapping is closed;
      *                              {@code EBADF} when the file is closed
@@ -113,6 +116,7 @@ public final class HostMapping implements AutoCloseable {
      * {@link #access}: no file-wide lock.
      *
      * @throws HostAccessFault     when any page is private or past the end; nothing is copied
+     * @throws GuestMemoryException {@code EHWPOISON} when a page of the range is poisoned; nothing is touched
      * @throws GuestMemoryException {@code EFAULT} when the range leaves the mapping, the
      *                              mapping or the destination is closed, or the destination is
      *                              read-only; {@code EBADF} when the file is closed
@@ -129,6 +133,7 @@ public final class HostMapping implements AutoCloseable {
      * Copies {@code source} into the mapping at {@code at}, as a scoped {@link #access}.
      *
      * @throws HostAccessFault     when any page is private or past the end; nothing is written
+     * @throws GuestMemoryException {@code EHWPOISON} when a page of the range is poisoned; nothing is touched
      * @throws GuestMemoryException {@code EFAULT} when the range leaves the mapping, or the
      *                              mapping or the source is closed; {@code EBADF} when the
      *                              file is closed
@@ -146,6 +151,7 @@ public final class HostMapping implements AutoCloseable {
      * {@code MADV_POPULATE_WRITE} does, so that later host access does not fault page by page.
      *
      * @throws HostAccessFault     when any page is private or past the end; nothing is faulted in
+     * @throws GuestMemoryException {@code EHWPOISON} when a page of the range is poisoned; nothing is touched
      * @throws GuestMemoryException {@code EINVAL} when {@code bytes} is negative; {@code EFAULT}
      *                              when the range leaves the mapping or the mapping is closed;
      *                              {@code EBADF} when the file is closed

@@ -220,6 +220,36 @@ class MemoryFailureTest {
         }
     }
 
+    /** A scoped access that began before the failure reads the page's own bytes to its end, not the dummy page. */
+    @ParameterizedTest
+    @EnumSource(Backing.class)
+    @RequiresBacking
+    void anAccessInFlightEndsWithThePagesBytesBeforeTheFailureTakesThePage(Backing backing) throws Exception {
+        try (GuestMemory m = create(backing, true); HostMapping host = m.map(0, SIZE)) {
+            fill(m);
+            m.pinWait(java.time.Duration.ofSeconds(10));
+            Pin exposed = m.pin(BAD, PAGE);  // so that the failure must replace the page in the host's view
+            java.util.concurrent.CountDownLatch inside = new java.util.concurrent.CountDownLatch(1);
+            byte[] seen = new byte[2];
+            Thread reader = Thread.ofPlatform().start(() -> host.access(BAD, PAGE, page -> {
+                seen[0] = page.get(ValueLayout.JAVA_BYTE, 0);
+                inside.countDown();
+                try {
+                    Thread.sleep(200);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+                seen[1] = page.get(ValueLayout.JAVA_BYTE, PAGE - 1);
+            }));
+            inside.await();
+            m.reportMemoryFailure(BAD);
+            reader.join(30_000);
+            assertThat(seen).as("the page's bytes from start to end of the access").containsExactly(6, 6);
+            assertThat(exposed.segment().get(ValueLayout.JAVA_BYTE, 0)).as("the pin no longer reaches the page").isZero();
+            exposed.close();
+        }
+    }
+
     /**
      * Readers and writers hammer every page while pages fail one by one: each access sees its
      * page's own bytes or EHWPOISON, never the zeros of the revoked view, and nothing crashes.
@@ -230,6 +260,9 @@ class MemoryFailureTest {
     void concurrentFailuresAndHostReadersNeverShowStaleOrForeignBytes(Backing backing) throws Exception {
         try (GuestMemory m = create(backing, true); HostMapping host = m.map(0, SIZE)) {
             fill(m);
+            // A pin over every page: each failure must then replace its page in the host's view,
+            // which an access still in flight over it must not see.
+            Pin everything = m.pin(0, SIZE);
             AtomicBoolean stop = new AtomicBoolean();
             AtomicLong reads = new AtomicLong();
             AtomicLong refused = new AtomicLong();
@@ -272,6 +305,7 @@ class MemoryFailureTest {
             for (Thread t : readers) {
                 t.join(30_000);
             }
+            everything.close();
             assertThat(unexpected).isEmpty();
             assertThat(m.poisonedPages()).hasSize((int) PAGES / 2);
         }
