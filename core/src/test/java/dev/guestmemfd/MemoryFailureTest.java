@@ -348,7 +348,7 @@ class MemoryFailureTest {
     }
 
     @Test
-    void aLaterRoundThatSendsThePunchedPageClearsTheMark() throws Exception {
+    void aLaterRoundThatSendsThePunchedAndRefilledPageClearsTheMark() throws Exception {
         SecretKey key = SnapshotTest.key();
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         try (GuestMemory source = create(Backing.MEMFD, true)) {
@@ -360,6 +360,9 @@ class MemoryFailureTest {
             writer.writeAll();
             log.drain();
             source.punchHole(BAD, PAGE);
+            try (HostMapping host = source.map(0, SIZE)) {
+                host.write(BAD, new byte[] {0x77});  // refilled: a page record, not a hole, names it next
+            }
             source.reportMemoryFailure(BAD + PAGE);
             writer.writePages(log.drain());
             writer.finish();
@@ -369,6 +372,9 @@ class MemoryFailureTest {
             Binding owner = target.bind(new Owner() { }, 0, SIZE);
             Snapshot.restore(owner, key, new ByteArrayInputStream(out.toByteArray()), new Snapshot.ReplayGuard());
             assertThat(target.poisonedPages()).containsExactly(BAD + PAGE);
+            try (HostMapping host = target.map(BAD, PAGE)) {
+                assertThat(host.read(0, 2)).containsExactly(0x77, 0);
+            }
         }
     }
 
