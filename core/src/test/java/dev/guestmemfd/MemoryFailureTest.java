@@ -212,6 +212,29 @@ class MemoryFailureTest {
     }
 
     @Test
+    void everyReportIsRecordedWithItsOutcome() throws Exception {
+        java.nio.file.Path file = java.nio.file.Files.createTempFile("guestmemfd", ".jfr");
+        try (jdk.jfr.Recording recording = new jdk.jfr.Recording()) {
+            recording.enable("dev.guestmemfd.MemoryFailure").withoutThreshold();
+            recording.start();
+            try (GuestMemory m = create(Backing.MEMFD, true)) {
+                m.allocate(BAD, PAGE);
+                m.reportMemoryFailure(BAD);
+                m.reportMemoryFailure(BAD);
+                assertErrno(() -> m.reportMemoryFailure(0), "EINVAL");
+            }
+            recording.stop();
+            recording.dump(file);
+        }
+        List<jdk.jfr.consumer.RecordedEvent> events = jdk.jfr.consumer.RecordingFile.readAllEvents(file);
+        java.nio.file.Files.delete(file);
+        assertThat(events).filteredOn(e -> e.getEventType().getName().equals("dev.guestmemfd.MemoryFailure"))
+                .extracting(e -> e.getLong("offset") + " " + e.getLong("length") + " " + e.getString("result")
+                + " " + e.getBoolean("newly")).containsExactly(BAD + " " + PAGE + " ok true", BAD + " " + PAGE + " ok false",
+                "0 " + PAGE + " EINVAL false");
+    }
+
+    @Test
     void aPageTheGuestTouchedCanFailThoughTheLibraryNeverAllocatedIt() {
         try (GuestMemory m = create(Backing.MEMFD, false)) {
             Binding owner = m.bind(new Owner() { }, 0, SIZE);
