@@ -456,12 +456,21 @@ public final class GuestMemory implements AutoCloseable {
      * over it are waited for (at most the pin wait each), then every lease over it is
      * revoked and the pages are taken out of the host's mapping (a segment a native call
      * holds reaches zeros from then on), the owners are told, and only then do the pages
-     * change. To shared: the owners are asked first. Pages already in the target state are
-     * left as they are, contents included.
+     * change. To shared: the owners are asked first. Pages already in the target state keep
+     * their state; the content mode applies to the whole range all the same, as the kernel's
+     * {@code KVM_SET_MEMORY_ATTRIBUTES2} applies it: {@link Content#ZERO} zeroes every page of
+     * the range, also those that were shared already.
      *
-     * @throws GuestMemoryException {@code EINVAL} for an unaligned, empty or out-of-file range;
-     *                              {@code EAGAIN} when a pin outlived the wait (error offset:
-     *                              the first pinned page), or a scoped host access did;
+     * <p>Every refusal carries the offset the kernel would put in {@code error_offset}
+     * ({@link GuestMemoryException#errorOffset()}), and changes nothing.
+     *
+     * @throws GuestMemoryException {@code EINVAL} for an unaligned, empty or out-of-file range
+     *                              (no error offset);
+     *                              {@code EOPNOTSUPP} for {@link Content#ZERO} towards private,
+     *                              or a content mode an owner of the range cannot give
+     *                              (error offset: the start of the range, as the kernel gives);
+     *                              {@code EAGAIN} when a pin or a scoped host access outlived
+     *                              the wait (error offset: the first page still referenced);
      *                              {@code EPERM} when an owner refused (error offset: the page);
      *                              {@code EBADF} when closed
      */
@@ -478,10 +487,14 @@ public final class GuestMemory implements AutoCloseable {
             java.util.Objects.requireNonNull(content, "content");
             ensureOpen(op);
             checkRange(op, offset, length);
+            if (content == Content.ZERO && target == Attribute.PRIVATE) {
+                // The host cannot vouch for what the guest reads: the kernel refuses this whatever the VM type.
+                throw new GuestMemoryException(Errno.EOPNOTSUPP, op, "ZERO is a content mode towards shared only", offset);
+            }
             lock.lock();
             try {
                 ensureOpen(op);
-                convertLocked(op, offset, length, target == Attribute.PRIVATE, content);
+                convertLocked(op, offset, length, target, content);
             } finally {
                 lock.unlock();
             }
@@ -496,11 +509,24 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
-    private void convertLocked(String op, long offset, long length, boolean toPrivate, Content content) {
+    private void convertLocked(String op, long offset, long length, Attribute target, Content content) {
         waitWhileBusy(op, 0, size);  // one conversion at a time: the busy range is a single range
+        boolean toPrivate = target == Attribute.PRIVATE;
+        if (content != Content.UNSPECIFIED) {
+            for (Binding b : bindingsOver(offset, length)) {
+                if (!b.supportsContent(target, content)) {
+                    throw new GuestMemoryException(Errno.EOPNOTSUPP, op, "the owner of [" + b.offset() + ", "
+                            + (b.offset() + b.length()) + ") cannot give " + content + " towards " + target, offset);
+                }
+            }
+        }
         long first = page(offset);
         long end = page(offset + length);
         if ((toPrivate ? attributes.firstClear(first, end) : attributes.firstSet(first, end)) < 0) {
+            if (content == Content.ZERO) {
+                // Nothing changes state, but the mode applies to the whole range: a punch, told as a conversion.
+                invalidating(offset, length, Invalidation.CONVERSION, () -> zeroRange(offset, length));
+            }
             return;
         }
         busyStart = offset;
@@ -517,6 +543,9 @@ public final class GuestMemory implements AutoCloseable {
                 }
                 prepareOwners(op, offset, length, toPrivate, content);
                 if (content == Content.ZERO) {
+                    zeroRange(offset, length);  // towards shared only: pages shared already are zeroed too
+                } else if (content == Content.UNSPECIFIED && !toPrivate) {
+                    // Our choice where the mode promises nothing: no private byte reaches the host unasked.
                     zeroChanging(first, end, toPrivate);
                 }
                 long stamp = bitsLock.writeLock();
@@ -595,8 +624,10 @@ public final class GuestMemory implements AutoCloseable {
      */
     private void revokeLeasesOver(String op, long offset, long length, Events.Revoke event) {
         if (!gate.awaitQuiet(page(offset), page(offset + length), pinWait.toNanos())) {
-            throw new GuestMemoryException(Errno.EAGAIN, op, "a host access over [" + offset + ", " + (offset + length)
-                    + ") is still in flight after " + pinWait.toMillis() + " ms", offset);
+            long busy = gate.firstBusy(page(offset), page(offset + length));
+            long at = busy < 0 ? offset : busy * PAGE_SIZE;  // the access left since the deadline: name the range's start
+            throw new GuestMemoryException(Errno.EAGAIN, op, "a host access at offset " + at + " is still in flight after "
+                    + pinWait.toMillis() + " ms", at);
         }
         for (var it = leases.iterator(); it.hasNext(); ) {
             Lease lease = it.next();
@@ -699,6 +730,13 @@ public final class GuestMemory implements AutoCloseable {
                 failure.addSuppressed(e);
             }
         }
+    }
+
+    /** Zeroes every page of the range, in whatever state; caller brackets it with an invalidation. */
+    private void zeroRange(long offset, long length) {
+        file.punch(offset, length);
+        fallocated.set(page(offset), page(offset + length), false);
+        changed(offset, length);
     }
 
     /** Zeroes the pages of {@code [first, end)} that are not yet in the target state. */

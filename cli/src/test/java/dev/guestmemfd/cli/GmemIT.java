@@ -230,14 +230,14 @@ class GmemIT {
             mmap 0 0x11000
             write 1 0 0x2000 aa
             read 1 0 0x3000
-            convert 0x1000 0x1000 private zero
+            convert 0x1000 0x1000 private preserve
             read 1 0 0x2000
             read 1 0 0x1000
             read 1 0x10000 1
             write 1 0x800 0x1000 bb
             pin 0 0x1000
             pin 0x1000 0x1000
-            convert 0 0x1000 private zero
+            convert 0 0x1000 private preserve
             unpin 1
             convert 0 0x1000 private preserve
             convert 0 0x2000 shared preserve
@@ -308,7 +308,7 @@ class GmemIT {
         Files.writeString(script, """
                 create 0x40000 mmap init_shared      # 64 pages
                 fallocate keep_size 0 0x4000          # 4 allocated
-                convert 0x8000 0x8000 private zero    # 8 private
+                convert 0x8000 0x8000 private preserve    # 8 private
                 """);
         Result r = gmem(null, "map", script.toString(), "--svg", svg.toString());
         assertThat(r.status()).as(r.err()).isZero();
@@ -338,7 +338,7 @@ class GmemIT {
 
     @Test
     void aGigabyteFileIsDrawnAtAReadableScale() throws Exception {
-        Result r = gmem("create 0x40000000 mmap init_shared\nconvert 0x10000000 0x100000 private zero\n", "map", "-");
+        Result r = gmem("create 0x40000000 mmap init_shared\nconvert 0x10000000 0x100000 private preserve\n", "map", "-");
         assertThat(r.status()).as(r.err()).isZero();
         assertThat(r.out()).contains("1 GiB file, 262144 pages, one block = 1024 pages");
         assertThat(r.out().lines().filter(l -> l.length() > 80)).as("lines wider than a terminal").isEmpty();
