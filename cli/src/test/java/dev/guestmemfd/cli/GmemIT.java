@@ -230,6 +230,7 @@ class GmemIT {
             mmap 0 0x11000
             write 1 0 0x2000 aa
             read 1 0 0x3000
+            convert 0x1000 0x1000 private zero
             convert 0x1000 0x1000 private preserve
             read 1 0 0x2000
             read 1 0 0x1000
@@ -241,6 +242,8 @@ class GmemIT {
             unpin 1
             convert 0 0x1000 private preserve
             convert 0 0x2000 shared preserve
+            read 1 0 0x2000
+            convert 0 0x2000 shared zero
             read 1 0 0x2000
             fallocate keep_size,punch_hole 0 0x10000
             munmap 1
@@ -266,6 +269,7 @@ class GmemIT {
             ok
             ok
             data aa*8192 00*4096
+            err EOPNOTSUPP
             ok
             fault
             data aa*4096
@@ -277,7 +281,9 @@ class GmemIT {
             ok
             ok
             ok
-            data aa*4096 00*4096
+            data aa*8192
+            ok
+            data 00*8192
             ok
             ok
             err EINVAL
