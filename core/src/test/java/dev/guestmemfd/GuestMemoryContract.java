@@ -346,6 +346,40 @@ abstract class GuestMemoryContract {
     }
 
     @Test
+    void aHostAccessInFlightMakesConversionFailWithItsPageAsTheErrorOffset() throws Exception {
+        GuestMemory m = create(MMAP | SHARED);
+        m.pinWait(Duration.ofMillis(20));
+        try (HostMapping map = m.map(0, SIZE)) {
+            java.util.concurrent.CountDownLatch inside = new java.util.concurrent.CountDownLatch(1);
+            java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+            CompletableFuture<Void> access = CompletableFuture.runAsync(() -> map.access(32 * PAGE, PAGE, seg -> {
+                inside.countDown();
+                try {
+                    release.await(30, TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }));
+            try {
+                assertThat(inside.await(30, TimeUnit.SECONDS)).isTrue();
+                List<PageRun> before = m.pageRuns();
+                long conversions = m.conversions();
+                GuestMemoryException e = assertErrno(
+                        () -> m.convert(16 * PAGE, 32 * PAGE, Attribute.PRIVATE, keep()), "EAGAIN");
+                // In-flight counters are kept per group of pages; page 32 starts one, so it is named exactly.
+                assertThat(e.errorOffset()).isEqualTo(32 * PAGE);
+                assertUnchanged(m, before);
+                assertThat(m.conversions()).isEqualTo(conversions);
+            } finally {
+                release.countDown();
+            }
+            access.get(30, TimeUnit.SECONDS);
+            m.convert(16 * PAGE, 32 * PAGE, Attribute.PRIVATE, keep());
+            assertThat(m.attribute(32 * PAGE)).isEqualTo(Attribute.PRIVATE);
+        }
+    }
+
+    @Test
     void conversionWaitsForAPinThatIsDroppedInTime() throws Exception {
         GuestMemory m = create(MMAP | SHARED);
         m.pinWait(Duration.ofSeconds(30));
