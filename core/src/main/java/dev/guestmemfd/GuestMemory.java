@@ -116,7 +116,8 @@ public final class GuestMemory implements AutoCloseable {
     private volatile boolean closed;
     private Duration pinWait = DEFAULT_PIN_WAIT;
 
-    private GuestMemory(BackingFile file, Backing backing, Set<Flag> flags) {
+    /** Package-private for the test that runs the kernel-conversion path on a kernel that lacks it. */
+    GuestMemory(BackingFile file, Backing backing, Set<Flag> flags) {
         this.file = file;
         this.backing = backing;
         this.size = file.size();
@@ -125,7 +126,25 @@ public final class GuestMemory implements AutoCloseable {
         this.attributes = new PageBits(!flags.contains(Flag.INIT_SHARED), pages);
         this.fallocated = new PageBits(false, pages);
         this.unrestored = new PageBits(false, pages);
+        startPrivateInKernel(file, this.flags);
         this.hostView = hostViewOf(file);
+    }
+
+    /**
+     * Where the kernel converts in place, makes its pages private as ours start unless
+     * INIT_SHARED: the library always creates the kernel's file INIT_SHARED. The file is
+     * closed when the kernel refuses.
+     */
+    private static void startPrivateInKernel(BackingFile file, Set<Flag> flags) {
+        if (file.kernelConverts() && !flags.contains(Flag.INIT_SHARED)) {
+            try {
+                file.setAttributes(0, file.size(), true, dev.guestmemfd.linux.KvmUapi.KVM_SET_MEMORY_ATTRIBUTES2_MODE_UNSPECIFIED);
+            } catch (BackingFile.AttributesRefused e) {
+                file.close();
+                throw new GuestMemoryException(Errno.of(e.errno()), "create(size=" + file.size() + ")",
+                        "the kernel refused to make the new file's pages private", e.errorOffset());
+            }
+        }
     }
 
     /** {@return the host's mapping of {@code file}; the file is closed when it cannot be mapped} */
@@ -541,7 +560,10 @@ public final class GuestMemory implements AutoCloseable {
                 if (toPrivate) {
                     revokeLeases(op, offset, length);
                 }
-                prepareOwners(op, offset, length, toPrivate, content);
+                List<Object[]> prepared = prepareOwners(op, offset, length, toPrivate, content);
+                if (file.kernelConverts()) {
+                    kernelConvert(op, offset, length, toPrivate, content, prepared);
+                }
                 if (content == Content.ZERO) {
                     zeroRange(offset, length);  // towards shared only: pages shared already are zeroed too
                 } else if (content == Content.UNSPECIFIED && !toPrivate) {
@@ -690,7 +712,7 @@ public final class GuestMemory implements AutoCloseable {
      * Asks the owners to prepare each run of pages that changes state (pages already in the
      * target state are not theirs to prepare); on a refusal, rolls back every run prepared.
      */
-    private void prepareOwners(String op, long offset, long length, boolean toPrivate, Content content) {
+    private List<Object[]> prepareOwners(String op, long offset, long length, boolean toPrivate, Content content) {
         List<long[]> changing = new ArrayList<>();
         attributes.forEachRun(page(offset), page(offset + length), !toPrivate,
                 (from, to) -> changing.add(new long[] {from * PAGE_SIZE, (to - from) * PAGE_SIZE}));
@@ -718,6 +740,42 @@ public final class GuestMemory implements AutoCloseable {
                 }
             }
         }
+        return done;
+    }
+
+    /**
+     * Has the kernel convert the range with {@code KVM_SET_MEMORY_ATTRIBUTES2}, on a file whose
+     * kernel converts in place: after the owners accepted, before any page changes here. The
+     * library still zeroes for ZERO itself (the kernel's ZERO is towards shared only too, and
+     * zeroing twice costs little), so the content mode goes to the kernel as asked. A refusal
+     * rolls the owners back and carries the kernel's errno and {@code error_offset}.
+     */
+    private void kernelConvert(String op, long offset, long length, boolean toPrivate, Content content,
+                               List<Object[]> prepared) {
+        long mode = switch (content) {
+            case UNSPECIFIED -> dev.guestmemfd.linux.KvmUapi.KVM_SET_MEMORY_ATTRIBUTES2_MODE_UNSPECIFIED;
+            case ZERO -> dev.guestmemfd.linux.KvmUapi.KVM_SET_MEMORY_ATTRIBUTES2_ZERO;
+            case PRESERVE -> dev.guestmemfd.linux.KvmUapi.KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE;
+        };
+        try {
+            file.setAttributes(offset, length, toPrivate, mode);
+        } catch (BackingFile.AttributesRefused e) {
+            GuestMemoryException refused = new GuestMemoryException(Errno.of(e.errno()), op,
+                    "the kernel refused KVM_SET_MEMORY_ATTRIBUTES2" + (e.errorOffset() >= 0 ? " at offset " + e.errorOffset() : ""),
+                    e.errorOffset());
+            rollbackPrepared(prepared, toPrivate, refused);
+            throw refused;
+        }
+    }
+
+    /**
+     * {@return true when the kernel converts this file's pages itself, with its own
+     * {@code KVM_SET_MEMORY_ATTRIBUTES2} on the guest_memfd} Only a {@link Backing#KERNEL} file
+     * on a VM whose kernel reports {@code KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES} (the in-place
+     * conversion series; no released kernel yet); elsewhere the library converts alone.
+     */
+    public boolean kernelConverts() {
+        return file.kernelConverts();
     }
 
     /** Rolls back the preparations done, newest first, every one even when an owner throws. */

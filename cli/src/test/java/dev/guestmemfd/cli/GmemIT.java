@@ -93,6 +93,9 @@ class GmemIT {
         Map<String, Object> kvm = (Map<String, Object>) info.get("kvm");
         assertThat(kvm.get("available")).isEqualTo(kvm());
         assertThat((String) info.get("conversionPath")).isNotBlank();
+        // The library's VMs are of the default type, which keeps no private memory: even a kernel
+        // with the in-place conversion series leaves their conversion to the library.
+        assertThat(info.get("kernelBackingConversion")).isEqualTo(kvm() ? "library" : null);
         @SuppressWarnings("unchecked")
         Map<String, Object> migration = (Map<String, Object>) info.get("migration");
         if (kvm()) {
