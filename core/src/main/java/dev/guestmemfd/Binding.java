@@ -144,6 +144,11 @@ public final class Binding implements AutoCloseable {
         owner.invalidateEnd(this, start, Math.min(from + bytes, offset + length) - start, why);
     }
 
+    /** {@return whether the owner can give {@code content} to a conversion of its part of the range to {@code target}} */
+    boolean supportsContent(Attribute target, Content content) {
+        return closed || owner.supportsContent(this, target, content);
+    }
+
     void prepare(long from, long bytes, boolean toPrivate, Content content) throws OwnerRefusal {
         if (closed) {
             return;

@@ -124,7 +124,8 @@ public final class GuestMemory implements AutoCloseable {
     private volatile boolean closed;
     private Duration pinWait = DEFAULT_PIN_WAIT;
 
-    private GuestMemory(BackingFile file, Backing backing, Set<Flag> flags) {
+    /** Package-private for the test that runs the kernel-conversion path on a kernel that lacks it. */
+    GuestMemory(BackingFile file, Backing backing, Set<Flag> flags) {
         this.file = file;
         this.backing = backing;
         this.size = file.size();
@@ -134,7 +135,25 @@ public final class GuestMemory implements AutoCloseable {
         this.fallocated = new PageBits(false, pages);
         this.unrestored = new PageBits(false, pages);
         this.poisoned = new PageBits(false, pages);
+        startPrivateInKernel(file, this.flags);
         this.hostView = hostViewOf(file);
+    }
+
+    /**
+     * Where the kernel converts in place, makes its pages private as ours start unless
+     * INIT_SHARED: the library always creates the kernel's file INIT_SHARED. The file is
+     * closed when the kernel refuses.
+     */
+    private static void startPrivateInKernel(BackingFile file, Set<Flag> flags) {
+        if (file.kernelConverts() && !flags.contains(Flag.INIT_SHARED)) {
+            try {
+                file.setAttributes(0, file.size(), true, dev.guestmemfd.linux.KvmUapi.KVM_SET_MEMORY_ATTRIBUTES2_MODE_UNSPECIFIED);
+            } catch (BackingFile.AttributesRefused e) {
+                file.close();
+                throw new GuestMemoryException(Errno.of(e.errno()), "create(size=" + file.size() + ")",
+                        "the kernel refused to make the new file's pages private", e.errorOffset());
+            }
+        }
     }
 
     /** {@return the host's mapping of {@code file}; the file is closed when it cannot be mapped} */
@@ -466,12 +485,21 @@ public final class GuestMemory implements AutoCloseable {
      * over it are waited for (at most the pin wait each), then every lease over it is
      * revoked and the pages are taken out of the host's mapping (a segment a native call
      * holds reaches zeros from then on), the owners are told, and only then do the pages
-     * change. To shared: the owners are asked first. Pages already in the target state are
-     * left as they are, contents included.
+     * change. To shared: the owners are asked first. Pages already in the target state keep
+     * their state; the content mode applies to the whole range all the same, as the kernel's
+     * {@code KVM_SET_MEMORY_ATTRIBUTES2} applies it: {@link Content#ZERO} zeroes every page of
+     * the range, also those that were shared already.
      *
-     * @throws GuestMemoryException {@code EINVAL} for an unaligned, empty or out-of-file range;
-     *                              {@code EAGAIN} when a pin outlived the wait (error offset:
-     *                              the first pinned page), or a scoped host access did;
+     * <p>Every refusal carries the offset the kernel would put in {@code error_offset}
+     * ({@link GuestMemoryException#errorOffset()}), and changes nothing.
+     *
+     * @throws GuestMemoryException {@code EINVAL} for an unaligned, empty or out-of-file range
+     *                              (no error offset);
+     *                              {@code EOPNOTSUPP} for {@link Content#ZERO} towards private,
+     *                              or a content mode an owner of the range cannot give
+     *                              (error offset: the start of the range, as the kernel gives);
+     *                              {@code EAGAIN} when a pin or a scoped host access outlived
+     *                              the wait (error offset: the first page still referenced);
      *                              {@code EPERM} when an owner refused (error offset: the page);
      *                              {@code EHWPOISON} when a page of the range is poisoned (error
      *                              offset: the first such page; punch it first);
@@ -490,10 +518,14 @@ public final class GuestMemory implements AutoCloseable {
             java.util.Objects.requireNonNull(content, "content");
             ensureOpen(op);
             checkRange(op, offset, length);
+            if (content == Content.ZERO && target == Attribute.PRIVATE) {
+                // The host cannot vouch for what the guest reads: the kernel refuses this whatever the VM type.
+                throw new GuestMemoryException(Errno.EOPNOTSUPP, op, "ZERO is a content mode towards shared only", offset);
+            }
             lock.lock();
             try {
                 ensureOpen(op);
-                convertLocked(op, offset, length, target == Attribute.PRIVATE, content);
+                convertLocked(op, offset, length, target, content);
             } finally {
                 lock.unlock();
             }
@@ -508,12 +540,25 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
-    private void convertLocked(String op, long offset, long length, boolean toPrivate, Content content) {
+    private void convertLocked(String op, long offset, long length, Attribute target, Content content) {
         waitWhileBusy(op, 0, size);  // one conversion at a time: the busy range is a single range
+        boolean toPrivate = target == Attribute.PRIVATE;
+        if (content != Content.UNSPECIFIED) {
+            for (Binding b : bindingsOver(offset, length)) {
+                if (!b.supportsContent(target, content)) {
+                    throw new GuestMemoryException(Errno.EOPNOTSUPP, op, "the owner of [" + b.offset() + ", "
+                            + (b.offset() + b.length()) + ") cannot give " + content + " towards " + target, offset);
+                }
+            }
+        }
         long first = page(offset);
         long end = page(offset + length);
         checkNotPoisoned(op, offset, length);
         if ((toPrivate ? attributes.firstClear(first, end) : attributes.firstSet(first, end)) < 0) {
+            if (content == Content.ZERO) {
+                // Nothing changes state, but the mode applies to the whole range: a punch, told as a conversion.
+                invalidating(offset, length, Invalidation.CONVERSION, () -> zeroRange(offset, length));
+            }
             return;
         }
         busyStart = offset;
@@ -528,8 +573,14 @@ public final class GuestMemory implements AutoCloseable {
                 if (toPrivate) {
                     revokeLeases(op, offset, length);
                 }
-                prepareOwners(op, offset, length, toPrivate, content);
+                List<Object[]> prepared = prepareOwners(op, offset, length, toPrivate, content);
+                if (file.kernelConverts()) {
+                    kernelConvert(op, offset, length, toPrivate, content, prepared);
+                }
                 if (content == Content.ZERO) {
+                    zeroRange(offset, length);  // towards shared only: pages shared already are zeroed too
+                } else if (content == Content.UNSPECIFIED && !toPrivate) {
+                    // Our choice where the mode promises nothing: no private byte reaches the host unasked.
                     zeroChanging(first, end, toPrivate);
                 }
                 long stamp = bitsLock.writeLock();
@@ -608,8 +659,10 @@ public final class GuestMemory implements AutoCloseable {
      */
     private void revokeLeasesOver(String op, long offset, long length, Events.Revoke event) {
         if (!gate.awaitQuiet(page(offset), page(offset + length), pinWait.toNanos())) {
-            throw new GuestMemoryException(Errno.EAGAIN, op, "a host access over [" + offset + ", " + (offset + length)
-                    + ") is still in flight after " + pinWait.toMillis() + " ms", offset);
+            long busy = gate.firstBusy(page(offset), page(offset + length));
+            long at = busy < 0 ? offset : busy * PAGE_SIZE;  // the access left since the deadline: name the range's start
+            throw new GuestMemoryException(Errno.EAGAIN, op, "a host access at offset " + at + " is still in flight after "
+                    + pinWait.toMillis() + " ms", at);
         }
         for (var it = leases.iterator(); it.hasNext(); ) {
             Lease lease = it.next();
@@ -672,7 +725,7 @@ public final class GuestMemory implements AutoCloseable {
      * Asks the owners to prepare each run of pages that changes state (pages already in the
      * target state are not theirs to prepare); on a refusal, rolls back every run prepared.
      */
-    private void prepareOwners(String op, long offset, long length, boolean toPrivate, Content content) {
+    private List<Object[]> prepareOwners(String op, long offset, long length, boolean toPrivate, Content content) {
         List<long[]> changing = new ArrayList<>();
         attributes.forEachRun(page(offset), page(offset + length), !toPrivate,
                 (from, to) -> changing.add(new long[] {from * PAGE_SIZE, (to - from) * PAGE_SIZE}));
@@ -700,6 +753,42 @@ public final class GuestMemory implements AutoCloseable {
                 }
             }
         }
+        return done;
+    }
+
+    /**
+     * Has the kernel convert the range with {@code KVM_SET_MEMORY_ATTRIBUTES2}, on a file whose
+     * kernel converts in place: after the owners accepted, before any page changes here. The
+     * library still zeroes for ZERO itself (the kernel's ZERO is towards shared only too, and
+     * zeroing twice costs little), so the content mode goes to the kernel as asked. A refusal
+     * rolls the owners back and carries the kernel's errno and {@code error_offset}.
+     */
+    private void kernelConvert(String op, long offset, long length, boolean toPrivate, Content content,
+                               List<Object[]> prepared) {
+        long mode = switch (content) {
+            case UNSPECIFIED -> dev.guestmemfd.linux.KvmUapi.KVM_SET_MEMORY_ATTRIBUTES2_MODE_UNSPECIFIED;
+            case ZERO -> dev.guestmemfd.linux.KvmUapi.KVM_SET_MEMORY_ATTRIBUTES2_ZERO;
+            case PRESERVE -> dev.guestmemfd.linux.KvmUapi.KVM_SET_MEMORY_ATTRIBUTES2_PRESERVE;
+        };
+        try {
+            file.setAttributes(offset, length, toPrivate, mode);
+        } catch (BackingFile.AttributesRefused e) {
+            GuestMemoryException refused = new GuestMemoryException(Errno.of(e.errno()), op,
+                    "the kernel refused KVM_SET_MEMORY_ATTRIBUTES2" + (e.errorOffset() >= 0 ? " at offset " + e.errorOffset() : ""),
+                    e.errorOffset());
+            rollbackPrepared(prepared, toPrivate, refused);
+            throw refused;
+        }
+    }
+
+    /**
+     * {@return true when the kernel converts this file's pages itself, with its own
+     * {@code KVM_SET_MEMORY_ATTRIBUTES2} on the guest_memfd} Only a {@link Backing#KERNEL} file
+     * on a VM whose kernel reports {@code KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES} (the in-place
+     * conversion series; no released kernel yet); elsewhere the library converts alone.
+     */
+    public boolean kernelConverts() {
+        return file.kernelConverts();
     }
 
     /** Rolls back the preparations done, newest first, every one even when an owner throws. */
@@ -712,6 +801,13 @@ public final class GuestMemory implements AutoCloseable {
                 failure.addSuppressed(e);
             }
         }
+    }
+
+    /** Zeroes every page of the range, in whatever state; caller brackets it with an invalidation. */
+    private void zeroRange(long offset, long length) {
+        file.punch(offset, length);
+        fallocated.set(page(offset), page(offset + length), false);
+        changed(offset, length);
     }
 
     /** Zeroes the pages of {@code [first, end)} that are not yet in the target state. */

@@ -42,6 +42,19 @@ public interface Owner {
     }
 
     /**
+     * {@return whether this owner's architecture can give the content mode to a conversion of
+     * its pages towards {@code target}} Asked before anything changes, for every conversion
+     * over the binding, also one that changes no page (a mode applies to the whole range); a
+     * {@code false} refuses the conversion with {@code EOPNOTSUPP}, as the kernel refuses a
+     * content mode the VM type cannot give. Never asked for {@link Content#UNSPECIFIED},
+     * which every owner accepts, nor for {@link Content#ZERO} towards private, which the
+     * library refuses itself. The default accepts every mode.
+     */
+    default boolean supportsContent(Binding binding, Attribute target, Content content) {
+        return true;
+    }
+
+    /**
      * The pages are about to become private (host access is already revoked): hand them to the
      * guest, e.g. RMPUPDATE on SEV-SNP, TDH.MEM.PAGE.AUG on TDX, donate on pKVM.
      *

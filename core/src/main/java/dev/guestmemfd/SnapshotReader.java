@@ -170,12 +170,13 @@ final class SnapshotReader implements Snapshot.Reader {
 
     /**
      * Makes every page private before the first record lands, so that no record's bytes are
-     * ever reachable by host code until the stream has checked out. The file is empty, so
-     * ZERO has nothing to zero; a refusal (a pin, an owner) changes nothing.
+     * ever reachable by host code until the stream has checked out. The file is empty, so the
+     * content mode has nothing to keep or clear: UNSPECIFIED, the one every owner accepts
+     * towards private; a refusal (a pin, an owner) changes nothing.
      */
     private static void hold(GuestMemory memory, List<PageRun> before) {
         if (before.stream().anyMatch(run -> run.attribute() == Attribute.SHARED)) {
-            memory.convert(0, memory.size(), Attribute.PRIVATE, Content.ZERO);
+            memory.convert(0, memory.size(), Attribute.PRIVATE, Content.UNSPECIFIED);
         }
     }
 
@@ -380,7 +381,10 @@ final class SnapshotReader implements Snapshot.Reader {
         try {
             punchWritten(memory, staged.written, 0, Integer.MAX_VALUE);
             for (PageRun run : before) {
-                memory.convert(run.offset(), run.length(), run.attribute(), Content.ZERO);
+                // The written pages were punched just now: ZERO towards shared says so; towards
+                // private no mode may promise zeros, and none is needed.
+                memory.convert(run.offset(), run.length(), run.attribute(),
+                        run.attribute() == Attribute.SHARED ? Content.ZERO : Content.UNSPECIFIED);
             }
         } catch (RuntimeException failed) {
             cause.addSuppressed(failed);

@@ -332,7 +332,7 @@ class ConversionRaceTest {
                             case 0 -> memory.punchHole(p * PAGE, n * PAGE);
                             case 1 -> memory.allocate(p * PAGE, n * PAGE);
                             case 2, 3 -> memory.convert(p * PAGE, n * PAGE, Attribute.PRIVATE,
-                                    rnd.nextBoolean() ? Content.ZERO : Content.PRESERVE);
+                                    rnd.nextBoolean() ? Content.UNSPECIFIED : Content.PRESERVE);
                             default -> memory.convert(p * PAGE, n * PAGE, Attribute.SHARED, Content.ZERO);
                         }
                         conversions.incrementAndGet();

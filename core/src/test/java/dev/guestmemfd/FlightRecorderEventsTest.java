@@ -26,7 +26,7 @@ class FlightRecorderEventsTest {
                 HostMapping map = m.map(0, 16 * PAGE);
                 map.lease(0, PAGE);
                 map.lease(PAGE, PAGE);
-                m.convert(0, 2 * PAGE, Attribute.PRIVATE, Content.ZERO);
+                m.convert(0, 2 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
                 m.punchHole(8 * PAGE, 2 * PAGE);
                 m.bind(new Owner() {
                     @Override

@@ -41,21 +41,21 @@ class FlightRecorderOutcomesTest {
             m.pin(0, PAGE).close();
             quietly(() -> m.bind(new Owner() { }, 0, 32 * PAGE));
             Binding populating = m.bind(new Owner() { }, 8 * PAGE, 8 * PAGE);
-            m.convert(8 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+            m.convert(8 * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             populating.populate(8 * PAGE, java.lang.foreign.MemorySegment.ofArray(new byte[(int) PAGE]), null);
             quietly(() -> populating.populate(9 * PAGE, java.lang.foreign.MemorySegment.ofArray(new byte[1]), null));
             populating.close();
             quietly(() -> m.punchHole(PAGE, Long.MAX_VALUE & -PAGE));
-            quietly(() -> m.convert(0, 1, Attribute.PRIVATE, Content.ZERO));
+            quietly(() -> m.convert(0, 1, Attribute.PRIVATE, Content.UNSPECIFIED));
             m.bind(new Owner() {
                 @Override
                 public void prepareInaccessible(Binding b, long offset, long length, Content content) {
                     throw new IllegalStateException("owner bug");
                 }
             }, 0, PAGE);
-            quietly(() -> m.convert(0, PAGE, Attribute.PRIVATE, Content.ZERO));
+            quietly(() -> m.convert(0, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED));
             m.close();
-            quietly(() -> m.convert(0, PAGE, Attribute.PRIVATE, Content.ZERO));
+            quietly(() -> m.convert(0, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED));
             recording.stop();
             recording.dump(file);
         }

@@ -77,9 +77,9 @@ abstract class GuestMemoryContract {
                 "the owner under test binds the whole file; this test binds owners of its own");
     }
 
-    /** {@return PRESERVE where the owner under test keeps content, else ZERO} */
+    /** {@return PRESERVE where the owner under test keeps content, else UNSPECIFIED (every owner's, both ways)} */
     Content keep() {
-        return ownerKeepsContent() ? Content.PRESERVE : Content.ZERO;
+        return ownerKeepsContent() ? Content.PRESERVE : Content.UNSPECIFIED;
     }
 
     @BeforeEach
@@ -176,7 +176,7 @@ abstract class GuestMemoryContract {
     @Test
     void prefaultAllocatesSharedPagesAndRefusesPrivateOnes() {
         GuestMemory m = create(MMAP | SHARED);
-        m.convert(8 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+        m.convert(8 * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
         try (HostMapping map = m.map(0, SIZE)) {
             map.prefault(0, 4 * PAGE);
             assertThat(m.pageCounts().allocated()).isEqualTo(4);
@@ -236,16 +236,15 @@ abstract class GuestMemoryContract {
     }
 
     @Test
-    void contentModesZeroOrPreserve() {
+    void contentModesFollowTheKernel() {
         org.junit.jupiter.api.Assumptions.assumeTrue(ownerKeepsContent(), "the owner under test cannot keep content across a conversion");
         GuestMemory m = create(MMAP | SHARED);
         Binding owner = owner(m);
         try (HostMapping map = m.map(0, SIZE)) {
             map.write(0, filled(4 * PAGE, 0x11));
             m.convert(0, 2 * PAGE, Attribute.PRIVATE, Content.PRESERVE);
-            m.convert(2 * PAGE, 2 * PAGE, Attribute.PRIVATE, Content.ZERO);
+            m.convert(2 * PAGE, 2 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);  // no promise about the bytes
             assertThat(owner.pages().asSlice(0, 2 * PAGE).toArray(JAVA_BYTE)).containsOnly(0x11);
-            assertThat(owner.pages().asSlice(2 * PAGE, 2 * PAGE).toArray(JAVA_BYTE)).containsOnly(0);
             owner.pages().asSlice(0, 4 * PAGE).fill((byte) 0x22);   // the guest writes its secrets
             m.convert(0, 2 * PAGE, Attribute.SHARED, Content.ZERO);
             m.convert(2 * PAGE, 2 * PAGE, Attribute.SHARED, Content.PRESERVE);
@@ -255,14 +254,58 @@ abstract class GuestMemoryContract {
     }
 
     @Test
-    void convertingWhatIsAlreadyInTheTargetStateChangesNothing() {
+    void zeroTowardsPrivateIsRefusedWithTheRangeStartAndChangesNothing() {
+        GuestMemory m = create(MMAP | SHARED);
+        try (HostMapping map = m.map(0, SIZE)) {
+            map.write(0, filled(4 * PAGE, 0x33));
+            m.convert(PAGE, PAGE, Attribute.PRIVATE, keep());
+            Lease lease = map.lease(2 * PAGE, 2 * PAGE);
+            List<PageRun> before = m.pageRuns();
+            long conversions = m.conversions();
+            // Over pages that would change, over one already private, and over the whole file.
+            for (long[] r : new long[][] {{2 * PAGE, 2 * PAGE}, {PAGE, PAGE}, {0, SIZE}}) {
+                GuestMemoryException e = assertErrno(() -> m.convert(r[0], r[1], Attribute.PRIVATE, Content.ZERO), "EOPNOTSUPP");
+                assertThat(e.errorOffset()).isEqualTo(r[0]);
+                assertUnchanged(m, before);
+                assertThat(m.conversions()).isEqualTo(conversions);
+                assertThat(lease.isValid()).as("nothing revoked by a refused conversion").isTrue();
+                assertThat(map.read(2 * PAGE, (int) (2 * PAGE))).containsOnly(0x33);
+            }
+            // The range is checked first, as the kernel checks it: a bad range is EINVAL, not EOPNOTSUPP.
+            assertThat(assertErrno(() -> m.convert(1, PAGE, Attribute.PRIVATE, Content.ZERO), "EINVAL").errorOffset()).isEqualTo(-1);
+            lease.close();
+        }
+    }
+
+    @Test
+    void convertingWhatIsAlreadyInTheTargetStateKeepsItButTheModeAppliesToTheWholeRange() {
         GuestMemory m = create(MMAP | SHARED);
         try (HostMapping map = m.map(0, SIZE); Lease lease = map.lease(0, SIZE)) {
             lease.segment().fill((byte) 3);
-            m.convert(0, SIZE, Attribute.SHARED, Content.ZERO);
-            assertThat(lease.isValid()).isTrue();
+            m.convert(0, SIZE, Attribute.SHARED, keep());
+            m.convert(0, SIZE, Attribute.SHARED, Content.UNSPECIFIED);
             assertThat(map.read(0, (int) SIZE)).containsOnly(3);
+            // ZERO applies to every page of the range, as KVM_SET_MEMORY_ATTRIBUTES2 applies it,
+            // also where no page changes state; the host keeps its lease: the pages stay shared.
+            m.convert(2 * PAGE, 2 * PAGE, Attribute.SHARED, Content.ZERO);
+            assertThat(lease.isValid()).isTrue();
+            assertThat(map.read(0, (int) (2 * PAGE))).containsOnly(3);
+            assertThat(map.read(2 * PAGE, (int) (2 * PAGE))).containsOnly(0);
+            assertThat(lease.segment().asSlice(2 * PAGE, 2 * PAGE).toArray(JAVA_BYTE)).containsOnly(0);
+            assertThat(map.read(4 * PAGE, (int) (SIZE - 4 * PAGE))).containsOnly(3);
             assertThat(m.conversions()).isZero();
+        }
+    }
+
+    @Test
+    void zeroTowardsSharedZeroesThePagesThatWereSharedAlready() {
+        GuestMemory m = create(MMAP | SHARED);
+        try (HostMapping map = m.map(0, SIZE)) {
+            map.write(0, filled(4 * PAGE, 0x44));
+            m.convert(PAGE, PAGE, Attribute.PRIVATE, keep());
+            m.convert(0, 4 * PAGE, Attribute.SHARED, Content.ZERO);
+            assertThat(map.read(0, (int) (4 * PAGE))).containsOnly(0);
+            assertThat(m.attribute(PAGE)).isEqualTo(Attribute.SHARED);
         }
     }
 
@@ -290,15 +333,49 @@ abstract class GuestMemoryContract {
             List<PageRun> before = m.pageRuns();
             try (Pin pin = m.pin(5 * PAGE, 2 * PAGE)) {
                 GuestMemoryException e = assertErrno(
-                        () -> m.convert(0, 8 * PAGE, Attribute.PRIVATE, Content.ZERO), "EAGAIN");
+                        () -> m.convert(0, 8 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED), "EAGAIN");
                 assertThat(e.errorOffset()).isEqualTo(5 * PAGE);
                 assertUnchanged(m, before);
                 assertThat(lease.isValid()).as("nothing revoked by a refused conversion").isTrue();
                 assertThat(pin.segment().get(JAVA_BYTE, 0)).isEqualTo((byte) 9);
             }
-            m.convert(0, 8 * PAGE, Attribute.PRIVATE, Content.ZERO);
+            m.convert(0, 8 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             assertThat(m.attribute(5 * PAGE)).isEqualTo(Attribute.PRIVATE);
             assertThat(lease.isValid()).isFalse();
+        }
+    }
+
+    @Test
+    void aHostAccessInFlightMakesConversionFailWithItsPageAsTheErrorOffset() throws Exception {
+        GuestMemory m = create(MMAP | SHARED);
+        m.pinWait(Duration.ofMillis(20));
+        try (HostMapping map = m.map(0, SIZE)) {
+            java.util.concurrent.CountDownLatch inside = new java.util.concurrent.CountDownLatch(1);
+            java.util.concurrent.CountDownLatch release = new java.util.concurrent.CountDownLatch(1);
+            CompletableFuture<Void> access = CompletableFuture.runAsync(() -> map.access(32 * PAGE, PAGE, seg -> {
+                inside.countDown();
+                try {
+                    release.await(30, TimeUnit.SECONDS);
+                } catch (InterruptedException e) {
+                    Thread.currentThread().interrupt();
+                }
+            }));
+            try {
+                assertThat(inside.await(30, TimeUnit.SECONDS)).isTrue();
+                List<PageRun> before = m.pageRuns();
+                long conversions = m.conversions();
+                GuestMemoryException e = assertErrno(
+                        () -> m.convert(16 * PAGE, 32 * PAGE, Attribute.PRIVATE, keep()), "EAGAIN");
+                // In-flight counters are kept per group of pages; page 32 starts one, so it is named exactly.
+                assertThat(e.errorOffset()).isEqualTo(32 * PAGE);
+                assertUnchanged(m, before);
+                assertThat(m.conversions()).isEqualTo(conversions);
+            } finally {
+                release.countDown();
+            }
+            access.get(30, TimeUnit.SECONDS);
+            m.convert(16 * PAGE, 32 * PAGE, Attribute.PRIVATE, keep());
+            assertThat(m.attribute(32 * PAGE)).isEqualTo(Attribute.PRIVATE);
         }
     }
 
@@ -308,7 +385,7 @@ abstract class GuestMemoryContract {
         m.pinWait(Duration.ofSeconds(30));
         Pin pin = m.pin(0, PAGE);
         CompletableFuture<Void> conversion = CompletableFuture.runAsync(
-                () -> m.convert(0, PAGE, Attribute.PRIVATE, Content.ZERO));
+                () -> m.convert(0, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED));
         Thread.sleep(50);
         assertThat(conversion).isNotDone();
         pin.close();
@@ -320,7 +397,7 @@ abstract class GuestMemoryContract {
     @Test
     void pinsRefusePrivatePagesAndBadRanges() {
         GuestMemory m = create(MMAP | SHARED);
-        m.convert(2 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+        m.convert(2 * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
         GuestMemoryException e = assertErrno(() -> m.pin(0, 4 * PAGE), "EFAULT");
         assertThat(e.errorOffset()).isEqualTo(2 * PAGE);
         assertErrno(() -> m.pin(0, SIZE + PAGE), "EINVAL");
@@ -402,7 +479,7 @@ abstract class GuestMemoryContract {
         m.bind(willing, 0, 4 * PAGE);
         m.bind(refusing, 4 * PAGE, 4 * PAGE);
         List<PageRun> before = m.pageRuns();
-        GuestMemoryException e = assertErrno(() -> m.convert(0, 8 * PAGE, Attribute.PRIVATE, Content.ZERO), "EPERM");
+        GuestMemoryException e = assertErrno(() -> m.convert(0, 8 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED), "EPERM");
         assertThat(e.errorOffset()).isEqualTo(5 * PAGE);
         assertThat(e.getMessage()).contains("still mapped by the guest's firmware");
         assertUnchanged(m, before);
@@ -414,7 +491,7 @@ abstract class GuestMemoryContract {
         GuestMemory m = create(MMAP | SHARED);
         Binding b = owner(m);
         try (HostMapping map = m.map(0, SIZE)) {
-            m.convert(0, PAGE, Attribute.PRIVATE, Content.ZERO);
+            m.convert(0, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             b.pages().set(JAVA_LONG, 0, 0x5ec12e7L);
             assertThat(b.pages().get(JAVA_LONG, 0)).isEqualTo(0x5ec12e7L);
             assertErrno(() -> map.read(0, 8), "EFAULT");

@@ -73,7 +73,7 @@ class HostileArgumentsTest {
             new SplittableRandom(1).nextBytes(shared);
             whole.write(0, shared);
             for (long p : PRIVATE_PAGES) {
-                memory.convert(p * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+                memory.convert(p * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             }
             binding = memory.bind(new Owner() { }, 0, SIZE);
             binding.pages().asSlice(9 * PAGE, PAGE).fill((byte) 0x5e);  // a private secret
@@ -100,7 +100,11 @@ class HostileArgumentsTest {
     }
 
     /** A call and the refusal it must end in: an errno, or {@code "NPE"} for a null argument. */
-    record Case(String call, String expected, Call action) {
+    record Case(String call, String expected, Call action, long errorOffset) {
+        /** A refusal whose error offset is not checked. */
+        Case(String call, String expected, Call action) {
+            this(call, expected, action, Long.MIN_VALUE);
+        }
     }
 
     interface Call {
@@ -219,6 +223,9 @@ class HostileArgumentsTest {
                     // Inside the file: the whole file is bound already, and pages 5, 9, 10 are private.
                     cases.add(new Case("bind(" + o + ", " + l + ") over a bound range", "EINVAL",
                             () -> m.bind(new Owner() { }, o, l).close()));
+                    // The kernel's content-mode rule: ZERO only towards shared, whatever the pages' states.
+                    cases.add(new Case("convert(" + o + ", " + l + ", PRIVATE, ZERO)", "EOPNOTSUPP",
+                            () -> m.convert(o, l, Attribute.PRIVATE, Content.ZERO), o));
                     if (overPrivate(o, l)) {
                         cases.add(new Case("pin(" + o + ", " + l + ") over a private page", "EFAULT", () -> m.pin(o, l).close()));
                     }
@@ -330,6 +337,8 @@ class HostileArgumentsTest {
             problem = "expected " + c.expected() + ", got " + (thrown == null ? "a normal return" : thrown);
         } else if (!g.errno().name().equals(c.expected()) || !g.getMessage().contains(": " + c.expected() + ": ")) {
             problem = "expected " + c.expected() + ", got " + g.errno() + " (" + g.getMessage() + ")";
+        } else if (c.errorOffset() != Long.MIN_VALUE && g.errorOffset() != c.errorOffset()) {
+            problem = "expected error offset " + c.errorOffset() + ", got " + g.errorOffset();
         }
         String after = f.state();
         if (!after.equals(before)) {
@@ -404,7 +413,7 @@ class HostileArgumentsTest {
         HostMapping unmapped = f.memory.map(0, SIZE);
         unmapped.close();
         GuestMemory other = GuestMemory.create(SIZE, flags, backing);
-        other.convert(0, PAGE, Attribute.PRIVATE, Content.ZERO);
+        other.convert(0, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
         List<String> callsAfterRelease = new ArrayList<>();
         Binding unbound = other.bind(new Owner() {
             boolean released;

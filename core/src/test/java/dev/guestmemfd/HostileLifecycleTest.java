@@ -119,7 +119,7 @@ class HostileLifecycleTest {
                     m.allocate(0, PAGE);
                     m.pin(0, PAGE);
                     AtomicReference<Thread> t = new AtomicReference<>();
-                    CompletableFuture<Void> convert = onThread(() -> m.convert(0, PAGE, Attribute.PRIVATE, Content.ZERO), t);
+                    CompletableFuture<Void> convert = onThread(() -> m.convert(0, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED), t);
                     awaitParked(t.get());
                     m.close();
                     GuestMemory v = victim(backing);
@@ -216,7 +216,7 @@ class HostileLifecycleTest {
         m.allocate(0, 4 * PAGE);
         SlowOwner owner = new SlowOwner(TimeUnit.MILLISECONDS.toNanos(random.nextInt(1, 50)));
         if (blocker == Blocker.POPULATE_CALLBACK) {
-            m.convert(0, 4 * PAGE, Attribute.PRIVATE, Content.ZERO);
+            m.convert(0, 4 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
         }
         Binding binding = m.bind(owner, 0, 8 * PAGE);
         HostMapping map = m.map(0, SIZE_PAGES * PAGE);
@@ -231,7 +231,7 @@ class HostileLifecycleTest {
         AtomicReference<Thread> opThread = new AtomicReference<>();
         CompletableFuture<Void> op = onThread(() -> {
             switch (blocker) {
-                case PIN_WAIT, CONVERT_CALLBACK -> m.convert(0, 2 * PAGE, Attribute.PRIVATE, Content.ZERO);
+                case PIN_WAIT, CONVERT_CALLBACK -> m.convert(0, 2 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
                 case PUNCH_CALLBACK -> m.punchHole(0, 2 * PAGE);
                 case POPULATE_CALLBACK -> binding.populate(0, MemorySegment.ofArray(new byte[(int) PAGE]), null);
             }
@@ -378,23 +378,23 @@ class HostileLifecycleTest {
     }
 
     static List<Reentry> reentries() {
-        Consumer<Binding> toPrivate = b -> b.memory().convert(0, 2 * PAGE, Attribute.PRIVATE, Content.ZERO);
+        Consumer<Binding> toPrivate = b -> b.memory().convert(0, 2 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
         Consumer<Binding> toShared = b -> {
-            b.memory().convert(0, 2 * PAGE, Attribute.PRIVATE, Content.ZERO);
+            b.memory().convert(0, 2 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             b.memory().convert(0, 2 * PAGE, Attribute.SHARED, Content.ZERO);
         };
         Consumer<Binding> punch = b -> b.memory().punchHole(0, 2 * PAGE);
         Consumer<Binding> populate = b -> {
-            b.memory().convert(0, PAGE, Attribute.PRIVATE, Content.ZERO);
+            b.memory().convert(0, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             b.populate(0, MemorySegment.ofArray(new byte[8]), null);
         };
         return List.of(
                 new Reentry("punchHole of the range from prepareInaccessible", "prepareInaccessible",
                         b -> b.memory().punchHole(0, PAGE), toPrivate, "EDEADLK"),
                 new Reentry("convert from prepareInaccessible", "prepareInaccessible",
-                        b -> b.memory().convert(4 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO), toPrivate, "EDEADLK"),
+                        b -> b.memory().convert(4 * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED), toPrivate, "EDEADLK"),
                 new Reentry("convert from prepareAccessible", "prepareAccessible",
-                        b -> b.memory().convert(0, PAGE, Attribute.PRIVATE, Content.ZERO), toShared, "EDEADLK"),
+                        b -> b.memory().convert(0, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED), toShared, "EDEADLK"),
                 new Reentry("pin of the range from prepareAccessible", "prepareAccessible",
                         b -> b.memory().pin(0, PAGE).close(), toShared, "EDEADLK"),
                 new Reentry("close from prepareInaccessible", "prepareInaccessible", b -> b.memory().close(), toPrivate, "EDEADLK"),
@@ -466,7 +466,7 @@ class HostileLifecycleTest {
                             calls.add("prepare");
                         }
                     }, 0, PAGE);
-                    m.convert(0, PAGE, Attribute.PRIVATE, Content.ZERO);
+                    m.convert(0, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
                     m.punchHole(0, PAGE);
                     assertThat(calls).containsExactly("prepare");
                     b.close();
@@ -512,7 +512,7 @@ class HostileLifecycleTest {
                             throw new IllegalStateException("invalidateEnd failed");
                         }
                     }, 0, PAGE);
-                    GuestMemoryException refused = Errors.assertErrno(() -> m.convert(0, PAGE, Attribute.PRIVATE, Content.ZERO), "EPERM");
+                    GuestMemoryException refused = Errors.assertErrno(() -> m.convert(0, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED), "EPERM");
                     assertThat(refused.getSuppressed()).singleElement().isInstanceOf(IllegalStateException.class);
                     assertThat(m.attribute(0)).isEqualTo(Attribute.SHARED);
                 }
@@ -538,7 +538,7 @@ class HostileLifecycleTest {
                         }
                     }, PAGE, PAGE);
                     List<PageRun> before = m.pageRuns();
-                    org.assertj.core.api.Assertions.assertThatThrownBy(() -> m.convert(0, 2 * PAGE, Attribute.PRIVATE, Content.ZERO))
+                    org.assertj.core.api.Assertions.assertThatThrownBy(() -> m.convert(0, 2 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED))
                             .isInstanceOf(IllegalStateException.class);
                     assertThat(first).containsExactly("prepare", "rollback to SHARED");
                     assertThat(m.pageRuns()).isEqualTo(before);

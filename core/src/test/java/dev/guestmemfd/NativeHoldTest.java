@@ -282,7 +282,7 @@ class NativeHoldTest {
             }));
             assertThat(inside.await(20, TimeUnit.SECONDS)).isTrue();
             // Other pages convert while the access is in flight.
-            memory.convert(32 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+            memory.convert(32 * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             Thread converter = Thread.ofPlatform().start(() -> memory.convert(0, PAGE, Attribute.PRIVATE, Content.PRESERVE));
             await(() -> converter.getState() == Thread.State.WAITING || converter.getState() == Thread.State.TIMED_WAITING,
                     "the conversion to wait for the access");
@@ -343,7 +343,7 @@ class NativeHoldTest {
                 awaitLatch(leave);
             }));
             assertThat(inside.await(20, TimeUnit.SECONDS)).isTrue();
-            Errors.assertErrno(() -> memory.convert(0, 2 * PAGE, Attribute.PRIVATE, Content.ZERO), "EAGAIN");
+            Errors.assertErrno(() -> memory.convert(0, 2 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED), "EAGAIN");
             assertThat(memory.attribute(0)).isEqualTo(Attribute.SHARED);
             assertThat(memory.attribute(PAGE)).isEqualTo(Attribute.SHARED);
             leave.countDown();
@@ -367,7 +367,7 @@ class NativeHoldTest {
         AtomicReference<MemorySegment> escaped = new AtomicReference<>();
         mapping.access(0, PAGE, escaped::set);
         assertThatThrownBy(() -> escaped.get().get(JAVA_LONG, 0)).isInstanceOf(IllegalStateException.class);
-        memory.convert(PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+        memory.convert(PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
         assertThatThrownBy(() -> mapping.access(0, 2 * PAGE, s -> { })).isInstanceOf(HostAccessFault.class)
                 .satisfies(e -> assertThat(((HostAccessFault) e).errorOffset()).isEqualTo(PAGE));
         mapping.close();

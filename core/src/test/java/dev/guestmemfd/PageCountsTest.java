@@ -28,7 +28,7 @@ class PageCountsTest {
             m.beforeResidencyScan = () -> {
                 // pageCounts is between its snapshot and its scan here; with the lock held, this would time out.
                 CompletableFuture<Void> convert = CompletableFuture.runAsync(
-                        () -> m.convert(SIZE - PAGE, PAGE, Attribute.PRIVATE, Content.ZERO));
+                        () -> m.convert(SIZE - PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED));
                 try {
                     convert.get(10, TimeUnit.SECONDS);
                     duringScan.set("converted");

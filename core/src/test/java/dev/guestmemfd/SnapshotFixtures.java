@@ -63,7 +63,7 @@ final class SnapshotFixtures {
         try (GuestMemory source = GuestMemory.create(pages * PAGE, flags(Backing.MEMFD, true), Backing.MEMFD);
              ChangeLog changes = source.trackChanges()) {
             Binding owner = source.bind(new Owner() { }, 0, pages * PAGE);
-            source.convert(0, pages * PAGE, Attribute.PRIVATE, Content.ZERO);
+            source.convert(0, pages * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             for (long x = 0; x < pages; x++) {
                 owner.pages().asSlice(x * PAGE, PAGE).copyFrom(MemorySegment.ofArray(secret));
             }
@@ -90,7 +90,7 @@ final class SnapshotFixtures {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         try (GuestMemory source = GuestMemory.create(pages * PAGE, flags(Backing.MEMFD, true), Backing.MEMFD)) {
             Binding owner = source.bind(new Owner() { }, 0, pages * PAGE);
-            source.convert(x * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+            source.convert(x * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             owner.pages().asSlice(x * PAGE, PAGE).copyFrom(MemorySegment.ofArray(secret));
             Snapshot.write(owner, key, out);
         }

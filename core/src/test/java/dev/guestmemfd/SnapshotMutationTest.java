@@ -84,7 +84,7 @@ class SnapshotMutationTest {
              ChangeLog changes = source.trackChanges()) {
             Binding owner = source.bind(new Owner() { }, 0, PAGES * PAGE);
             owner.pages().asSlice(0, PAGE).fill((byte) 0x10);
-            source.convert(PAGE, 2 * PAGE, Attribute.PRIVATE, Content.ZERO);
+            source.convert(PAGE, 2 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             owner.pages().asSlice(PAGE, PAGE).copyFrom(MemorySegment.ofArray(SECRET_1));
             owner.pages().asSlice(3 * PAGE, PAGE).fill((byte) 0x30);
             Snapshot.Writer writer = Snapshot.writer(List.of(owner), key, out);
@@ -96,7 +96,7 @@ class SnapshotMutationTest {
                 host.write(PAGE, page(0x11));
             }
             source.punchHole(3 * PAGE, PAGE);
-            source.convert(5 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+            source.convert(5 * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             owner.pages().asSlice(5 * PAGE, PAGE).copyFrom(MemorySegment.ofArray(SECRET_2));
             writer.writePages(changes.drain());
             writer.finish();

@@ -130,7 +130,7 @@ class SnapshotRestoreTest {
         try (GuestMemory source = GuestMemory.create(pages * PAGE, flags(Backing.MEMFD, true), Backing.MEMFD)) {
             Binding owner = source.bind(new Owner() { }, 0, pages * PAGE);
             owner.pages().asSlice(0, PAGE).fill((byte) 0x11);
-            source.convert(PAGE, 2 * PAGE, Attribute.PRIVATE, Content.ZERO);
+            source.convert(PAGE, 2 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             owner.pages().asSlice(PAGE, PAGE).copyFrom(java.lang.foreign.MemorySegment.ofArray(SECRET));
             owner.pages().asSlice((pages - 1) * PAGE, PAGE).fill((byte) 0x22);
             Snapshot.write(owner, key, out);

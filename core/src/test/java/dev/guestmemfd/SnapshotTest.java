@@ -33,9 +33,9 @@ class SnapshotTest {
             Arrays.fill(shared, (byte) 0x5a);
             host.write(4 * PAGE, shared);
         }
-        m.convert(16 * PAGE, 2 * PAGE, Attribute.PRIVATE, Content.ZERO);
+        m.convert(16 * PAGE, 2 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
         owner.pages().asSlice(16 * PAGE, 2 * PAGE).fill((byte) 0x5e);
-        m.convert(40 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);  // private, never written: a hole
+        m.convert(40 * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);  // private, never written: a hole
         return m;
     }
 
@@ -179,8 +179,8 @@ class SnapshotTest {
         try (GuestMemory m = GuestMemory.create(SIZE, FLAGS, Backing.MEMFD)) {
             ChangeLog log = m.trackChanges();
             m.allocate(2 * PAGE, 2 * PAGE);
-            m.convert(10 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
-            m.convert(10 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);  // no change, still logged once
+            m.convert(10 * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
+            m.convert(10 * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);  // no change, still logged once
             assertThat(log.drain().stream().boxed().toList()).containsExactly(2, 3, 10);
             try (HostMapping host = m.map(0, SIZE); Lease lease = host.lease(20 * PAGE, PAGE)) {
                 assertThat(lease.fileOffset()).isEqualTo(20 * PAGE);
@@ -200,7 +200,7 @@ class SnapshotTest {
     void aChangeLogOfAFileBeyond8TiBIsRefusedUpFront() {
         try (GuestMemory huge = GuestMemory.create(16L << 40, Flag.INIT_SHARED.bit(), Backing.MEMFD)) {
             assertErrno(huge::trackChanges, "EFBIG");
-            huge.convert((16L << 40) - PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+            huge.convert((16L << 40) - PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             assertThat(huge.attribute((16L << 40) - PAGE)).isEqualTo(Attribute.PRIVATE);
         }
     }

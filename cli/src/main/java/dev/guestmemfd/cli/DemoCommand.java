@@ -144,7 +144,7 @@ final class DemoCommand implements Callable<Integer> {
         try (GuestMemory memory = GuestMemory.create(MEMORY, Flag.MMAP.bit() | Flag.INIT_SHARED.bit(), chosen);
              HostMapping map = memory.map(0, MEMORY)) {
             Binding owner = memory.bind(new Owner() { }, 0, MEMORY);
-            memory.convert(SECRET, GuestMemory.PAGE_SIZE, Attribute.PRIVATE, Content.ZERO);
+            memory.convert(SECRET, GuestMemory.PAGE_SIZE, Attribute.PRIVATE, Content.UNSPECIFIED);
             owner.pages().asSlice(SECRET - owner.offset()).setString(0, "launch key 5ec2e7-c0ffee");
             map.write(BUFFER, "Hello, host! This buffer is shared; my secret is not.".getBytes(StandardCharsets.US_ASCII));
             String message = new String(map.read(BUFFER, 53), StandardCharsets.US_ASCII);

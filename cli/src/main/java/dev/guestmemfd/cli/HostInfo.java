@@ -112,6 +112,33 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
                 + capabilities.memoryAttributes() + "), so the library enforces the host side and the guest can reach every page";
     }
 
+    /**
+     * {@return who converts the pages of a KERNEL-backed file here: "kernel" where its VM
+     * reports KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES (the in-place conversion series), else
+     * "library"; null without the KERNEL backing} Asked of a one-page file, as the library
+     * creates them.
+     */
+    String kernelBackingConversion() {
+        if (!kernelGuestMemfd()) {
+            return null;
+        }
+        try (dev.guestmemfd.GuestMemory probe = dev.guestmemfd.GuestMemory.create(dev.guestmemfd.GuestMemory.PAGE_SIZE,
+                dev.guestmemfd.Flag.MMAP.bit() | dev.guestmemfd.Flag.INIT_SHARED.bit(), Backing.KERNEL)) {
+            return probe.kernelConverts() ? "kernel" : "library";
+        }
+    }
+
+    String kernelBackingConversionReason() {
+        String who = kernelBackingConversion();
+        if (who == null) {
+            return "no KERNEL backing here";
+        }
+        return who.equals("kernel")
+                ? "the kernel's own KVM_SET_MEMORY_ATTRIBUTES2 on the guest_memfd, the library's rules checked first"
+                : "the library's: this kernel does not report KVM_CAP_GUEST_MEMFD_MEMORY_ATTRIBUTES ("
+                        + "capability 250) for the library's VMs";
+    }
+
     String guestRequests() {
         return kvm ? "port-I/O doorbell 0x510 (works on every KVM host); KVM_HC_MAP_GPA_RANGE through KVM_CAP_EXIT_HYPERCALL = 0x"
                 + Long.toHexString(capabilities.exitHypercall()) + " where the exit comes" : "none: no guest runs without KVM";
@@ -171,6 +198,7 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
         json.put("backing", name(preferredBacking()));
         json.put("backingReason", backingReason());
         json.put("conversionPath", conversionPath());
+        json.put("kernelBackingConversion", kernelBackingConversion());
         json.put("guestRequests", guestRequests());
         json.put("migration", migrationPaths());
         return json;
@@ -199,6 +227,7 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
         out.append('\n');
         out.append("backing             ").append(backingReason()).append('\n');
         out.append("private pages       ").append(conversionPath()).append('\n');
+        out.append(Gmem.wrap("conversion (kernel) ", kernelBackingConversionReason(), 100));
         out.append("guest requests      ").append(guestRequests()).append('\n');
         migrationPaths().forEach((backing, path) ->
                 out.append(String.format(Locale.ROOT, "migration %-9s %s%n", backing, path)));

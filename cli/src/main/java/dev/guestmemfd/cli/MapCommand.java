@@ -29,12 +29,12 @@ final class MapCommand implements Callable<Integer> {
             "create 0x800000 mmap init_shared",
             "fallocate keep_size 0 0x80000          # code, page tables, stacks",
             "convert 0 0x80000 private preserve      # loaded and measured into private memory",
-            "convert 0x400000 0x1000 private zero    # the secret's page",
+            "convert 0x400000 0x1000 private preserve    # the secret's page",
             "mmap 0 0x800000",
             "write 1 0x410000 0x1000 48              # the shared message",
             "read 1 0x400000 8                       # the host tries the secret: fault",
             "fallocate keep_size 0x600000 0x100000   # memory the guest will use",
-            "convert 0x700000 0x100000 private zero");
+            "convert 0x700000 0x100000 private preserve");
 
     @Override
     public Integer call() {

@@ -11,7 +11,7 @@ import picocli.CommandLine.Parameters;
     "Run a script of guest_memfd operations, one result line per command.",
     "Commands: create SIZE [mmap] [init_shared] [no_direct_map] [flags=HEX] [backing=memfd|secret|kernel],",
     "stat, fallocate MODE OFFSET LEN, mmap OFFSET LEN [shared|private], munmap ID,",
-    "write ID OFFSET LEN BYTEHEX, read ID OFFSET LEN, convert OFFSET LEN shared|private zero|preserve,",
+    "write ID OFFSET LEN BYTEHEX, read ID OFFSET LEN, convert OFFSET LEN shared|private unspecified|zero|preserve (zero: to shared only),",
     "pin OFFSET LEN, unpin ID, close. Results: ok, data HH*COUNT..., err ERRNO, fault."})
 final class ScriptCommand implements Callable<Integer> {
     @Parameters(index = "0", paramLabel = "FILE", description = "The script, or - for standard input.")

@@ -111,7 +111,7 @@ final class ScriptRunner implements AutoCloseable {
                 case "convert" -> {
                     args(w, 4, 4);
                     Attribute target = Attribute.valueOf(word(w[3], "shared", "private").toUpperCase(Locale.ROOT));
-                    Content content = Content.valueOf(word(w[4], "zero", "preserve").toUpperCase(Locale.ROOT));
+                    Content content = Content.valueOf(word(w[4], "unspecified", "zero", "preserve").toUpperCase(Locale.ROOT));
                     file().convert(number(w[1]), number(w[2]), target, content);
                     yield "ok";
                 }

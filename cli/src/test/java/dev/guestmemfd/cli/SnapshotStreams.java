@@ -41,9 +41,9 @@ final class SnapshotStreams {
                 Arrays.fill(shared, SHARED_BYTE);
                 host.write(4 * page, shared);
             }
-            m.convert(16 * page, 2 * page, Attribute.PRIVATE, Content.ZERO);
+            m.convert(16 * page, 2 * page, Attribute.PRIVATE, Content.UNSPECIFIED);
             owner.pages().asSlice(16 * page, 2 * page).fill((byte) 0x5e);
-            m.convert(40 * page, page, Attribute.PRIVATE, Content.ZERO);
+            m.convert(40 * page, page, Attribute.PRIVATE, Content.UNSPECIFIED);
             Snapshot.Writer writer = Snapshot.writer(List.of(owner), key, out);
             writer.writeState(description());
             writer.writeAll();

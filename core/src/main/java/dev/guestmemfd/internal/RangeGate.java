@@ -196,6 +196,24 @@ public final class RangeGate {
         return sum;
     }
 
+    /**
+     * {@return the first page of {@code [start, end)} that an access in flight may be using, or
+     * -1 when none is} Counters are kept per group of {@link #GROUP_PAGES} pages, so this is the
+     * first page of the range in the first group whose counter is not zero: the offset a
+     * refusal names, as the kernel names the first page with an unexpected reference.
+     */
+    public long firstBusy(long start, long end) {
+        long firstGroup = start >>> GROUP_SHIFT;
+        long lastGroup = (end - 1) >>> GROUP_SHIFT;
+        long groups = Math.min(STRIPES, lastGroup - firstGroup + 1);
+        for (long g = firstGroup; g < firstGroup + groups; g++) {
+            if (inFlight.get((int) (g & (STRIPES - 1)) * PAD) != 0) {
+                return Math.max(start, g << GROUP_SHIFT);
+            }
+        }
+        return -1;
+    }
+
     /** {@return true when no access is in flight anywhere} */
     public boolean isQuiet() {
         return inFlight(0, (long) STRIPES * GROUP_PAGES) == 0;

@@ -209,7 +209,7 @@ public final class Machine implements AutoCloseable {
 
     /** Loads page tables and program into private memory, measuring them. */
     private void load() {
-        memory.convert(0, LOW_PRIVATE, Attribute.PRIVATE, Content.ZERO);
+        memory.convert(0, LOW_PRIVATE, Attribute.PRIVATE, Content.UNSPECIFIED);  // ZERO is towards shared only
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment tables = arena.allocate(GuestLayout.PD + 0x1000);
             GuestLayout.writePageTables(tables);
@@ -405,7 +405,7 @@ public final class Machine implements AutoCloseable {
                 memory.allocate(gpa, bytes);
             }
             memory.convert(gpa, bytes, toPrivate ? Attribute.PRIVATE : Attribute.SHARED,
-                    preserve ? Content.PRESERVE : Content.ZERO);
+                    preserve ? Content.PRESERVE : toPrivate ? Content.UNSPECIFIED : Content.ZERO);
         });
     }
 

@@ -245,7 +245,7 @@ public final class Migration {
     private static void warmUp(Machine machine) {
         GuestMemory memory = machine.memory();
         long last = memory.size() - GuestMemory.PAGE_SIZE;
-        memory.convert(last, GuestMemory.PAGE_SIZE, dev.guestmemfd.Attribute.PRIVATE, dev.guestmemfd.Content.ZERO);
+        memory.convert(last, GuestMemory.PAGE_SIZE, dev.guestmemfd.Attribute.PRIVATE, dev.guestmemfd.Content.UNSPECIFIED);
         memory.convert(last, GuestMemory.PAGE_SIZE, dev.guestmemfd.Attribute.SHARED, dev.guestmemfd.Content.ZERO);
     }
 

@@ -51,8 +51,22 @@ public abstract sealed class ArchitectureModel implements Owner
     /** {@return the state a page starts in, private or shared in the library} */
     protected abstract int initialState(boolean isPrivate);
 
-    /** {@return true when a conversion in this direction can keep the pages' bytes} */
+    /**
+     * {@return true when a conversion in this direction can keep the pages' bytes now} The
+     * answer may change once, when the guest is launched or finalized: SEV-SNP and TDX keep
+     * bytes only towards private and only before, as the kernel grants {@code PRESERVE}.
+     */
     public abstract boolean keepsContent(boolean toPrivate);
+
+    /**
+     * {@return whether the architecture can give the content mode towards {@code target}}
+     * PRESERVE only where {@link #keepsContent} says so; UNSPECIFIED and ZERO (towards shared:
+     * the library refuses ZERO towards private itself) everywhere, as in the kernel.
+     */
+    @Override
+    public final synchronized boolean supportsContent(Binding b, Attribute target, Content content) {
+        return content != Content.PRESERVE || keepsContent(target == Attribute.PRIVATE);
+    }
 
     /** One page becomes the guest's. */
     protected abstract void toPrivate(long offset, int page) throws OwnerRefusal;
@@ -131,10 +145,7 @@ public abstract sealed class ArchitectureModel implements Owner
     public final synchronized void prepareInaccessible(Binding b, long offset, long length, Content content)
             throws OwnerRefusal {
         attach(b);
-        if (content == Content.PRESERVE && !keepsContent(true)) {
-            throw refuse(offset, architecture() + " cannot carry the host's bytes into guest-private memory in place;"
-                    + " use ZERO, or populate before launch");
-        }
+        // The library asked supportsContent first: a PRESERVE that gets here is one the architecture gives.
         step(b, offset, length, true);
     }
 
@@ -142,10 +153,6 @@ public abstract sealed class ArchitectureModel implements Owner
     public final synchronized void prepareAccessible(Binding b, long offset, long length, Content content)
             throws OwnerRefusal {
         attach(b);
-        if (content == Content.PRESERVE && !keepsContent(false)) {
-            throw refuse(offset, architecture() + " cannot show the guest's private bytes to the host in place;"
-                    + " the guest must copy them to a shared page first");
-        }
         step(b, offset, length, false);
     }
 

@@ -17,7 +17,9 @@ import dev.guestmemfd.OwnerRefusal;
  *     has it validated);</li>
  * <li>populate: {@code SNP_LAUNCH_UPDATE} encrypts and measures pages in place, before
  *     {@code SNP_LAUNCH_FINISH} only;</li>
- * <li>content never crosses in place: the memory is encrypted with the guest's key.</li>
+ * <li>content crosses in place only into the guest and only before {@code SNP_LAUNCH_FINISH}
+ *     ({@code PRESERVE}, as KVM grants it: the launch update encrypts the bytes in place); after
+ *     it, and towards shared at any time, the memory is encrypted with the guest's key.</li>
  * </ul>
  */
 public final class SevSnpModel extends ArchitectureModel {
@@ -51,8 +53,8 @@ public final class SevSnpModel extends ArchitectureModel {
     }
 
     @Override
-    public boolean keepsContent(boolean toPrivate) {
-        return false;
+    public synchronized boolean keepsContent(boolean toPrivate) {
+        return toPrivate && !launched;
     }
 
     /** {@code SNP_LAUNCH_FINISH}: the guest runs; no more launch updates. */

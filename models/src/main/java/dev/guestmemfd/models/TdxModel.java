@@ -50,8 +50,10 @@ public final class TdxModel extends ArchitectureModel {
     }
 
     @Override
-    public boolean keepsContent(boolean toPrivate) {
-        return false;
+    public synchronized boolean keepsContent(boolean toPrivate) {
+        // As KVM grants PRESERVE: into the TD before TDH.MR.FINALIZE (the page is added with its
+        // bytes), never after, never towards shared (S-EPT removal loses the content).
+        return toPrivate && !finalized;
     }
 
     /** {@code TDH.MR.FINALIZE}: the measurement is sealed and the TD may run. */

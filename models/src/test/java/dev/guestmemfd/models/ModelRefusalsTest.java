@@ -50,6 +50,25 @@ class ModelRefusalsTest {
         assertThat(states(model)).isEqualTo(states);
     }
 
+    /**
+     * Asserts that the content mode is refused as the kernel refuses it (EOPNOTSUPP, error
+     * offset: the start of the range) before the model is asked anything, and changes nothing.
+     */
+    private void assertUnsupported(ArchitectureModel model, long offset, long length, Attribute target, Content content) {
+        List<PageRun> runs = memory.pageRuns();
+        List<String> states = states(model);
+        List<String> log = model.log();
+        assertThatThrownBy(() -> memory.convert(offset, length, target, content))
+                .isInstanceOfSatisfying(GuestMemoryException.class, e -> {
+                    assertThat(e.errno()).isEqualTo(dev.guestmemfd.Errno.EOPNOTSUPP);
+                    assertThat(e.errorOffset()).isEqualTo(offset);
+                    assertThat(e.getMessage()).contains(content.name());
+                });
+        assertThat(memory.pageRuns()).isEqualTo(runs);
+        assertThat(states(model)).isEqualTo(states);
+        assertThat(model.log()).as("the model was not asked").isEqualTo(log);
+    }
+
     private static List<String> states(ArchitectureModel model) {
         return java.util.stream.LongStream.range(0, SIZE / PAGE).mapToObj(p -> {
             try {
@@ -64,9 +83,11 @@ class ModelRefusalsTest {
     void sevSnpAssignsValidatesAndRefusesWhatTheRmpRefuses() {
         SevSnpModel snp = new SevSnpModel();
         Binding b = bind(snp);
-        assertRefused(snp, 0, PAGE, Attribute.PRIVATE, Content.PRESERVE, "cannot carry the host's bytes");
+        // Before SNP_LAUNCH_FINISH, PRESERVE is granted into the guest only, as KVM grants it.
+        assertUnsupported(snp, 0, PAGE, Attribute.SHARED, Content.PRESERVE);
+        assertUnsupported(snp, 0, PAGE, Attribute.PRIVATE, Content.ZERO);
         snp.cooperativeGuest(false);
-        memory.convert(0, 2 * PAGE, Attribute.PRIVATE, Content.ZERO);
+        memory.convert(0, 2 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
         assertThat(snp.stateOf(0)).isEqualTo("assigned");
         snp.pvalidate(0, true);
         assertThat(snp.log()).containsSubsequence("RMPUPDATE(assigned) 0x0", "RMPUPDATE(assigned) 0x1000", "PVALIDATE 0x0");
@@ -76,15 +97,18 @@ class ModelRefusalsTest {
         assertThat(snp.stateOf(0)).isEqualTo("hypervisor-owned");
         assertThatThrownBy(() -> snp.pvalidate(0, true)).isInstanceOf(ArchitectureFault.class).hasMessageContaining("FAIL_INPUT");
         // The RMP's own rules, asked directly as the library never would:
-        assertThatThrownBy(() -> snp.prepareInaccessible(b, PAGE, PAGE, Content.ZERO))
+        assertThatThrownBy(() -> snp.prepareInaccessible(b, PAGE, PAGE, Content.UNSPECIFIED))
                 .isInstanceOf(OwnerRefusal.class).hasMessageContaining("FAIL_INUSE");
         try (Pin pin = memory.pin(4 * PAGE, PAGE)) {
-            assertThatThrownBy(() -> snp.prepareInaccessible(b, 4 * PAGE, PAGE, Content.ZERO))
+            assertThatThrownBy(() -> snp.prepareInaccessible(b, 4 * PAGE, PAGE, Content.UNSPECIFIED))
                     .isInstanceOf(OwnerRefusal.class).hasMessageContaining("host still maps");
             assertThat(pin.segment().byteSize()).isEqualTo(PAGE);
         }
-        memory.convert(8 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+        memory.convert(8 * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
+        memory.convert(9 * PAGE, PAGE, Attribute.PRIVATE, Content.PRESERVE);
         snp.launchFinish();
+        assertUnsupported(snp, 10 * PAGE, PAGE, Attribute.PRIVATE, Content.PRESERVE);
+        assertUnsupported(snp, 9 * PAGE, PAGE, Attribute.SHARED, Content.PRESERVE);
         assertThatThrownBy(() -> b.populate(8 * PAGE, MemorySegment.ofArray(new byte[] {1, 2, 3}), null))
                 .isInstanceOfSatisfying(GuestMemoryException.class, e -> assertThat(e.errno()).isEqualTo(dev.guestmemfd.Errno.EPERM))
                 .hasMessageContaining("after SNP_LAUNCH_FINISH");
@@ -95,7 +119,8 @@ class ModelRefusalsTest {
     void tdxAddsBeforeFinalizeAugmentsAfterAndLosesContentOnRemoval() {
         TdxModel tdx = new TdxModel();
         Binding b = bind(tdx);
-        memory.convert(0, 2 * PAGE, Attribute.PRIVATE, Content.ZERO);
+        memory.convert(0, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
+        memory.convert(PAGE, PAGE, Attribute.PRIVATE, Content.PRESERVE);  // granted before TDH.MR.FINALIZE
         assertThat(tdx.stateOf(0)).isEqualTo("private, no S-EPT entry");
         String empty = tdx.mrtd();
         b.populate(0, MemorySegment.ofArray(new byte[] {(byte) 0x90}), null);
@@ -105,10 +130,11 @@ class ModelRefusalsTest {
         tdx.finalizeTd();
         assertThatThrownBy(() -> b.populate(PAGE, MemorySegment.ofArray(new byte[1]), null))
                 .hasMessageContaining("after TDH.MR.FINALIZE");
-        memory.convert(4 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+        assertUnsupported(tdx, 4 * PAGE, PAGE, Attribute.PRIVATE, Content.PRESERVE);
+        memory.convert(4 * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
         assertThat(tdx.stateOf(4 * PAGE)).isEqualTo("mapped");
         assertThat(tdx.log()).containsSubsequence("TDH.MEM.PAGE.AUG 0x4000", "TDG.MEM.PAGE.ACCEPT 0x4000");
-        assertRefused(tdx, 4 * PAGE, PAGE, Attribute.SHARED, Content.PRESERVE, "cannot show the guest's private bytes");
+        assertUnsupported(tdx, 4 * PAGE, PAGE, Attribute.SHARED, Content.PRESERVE);
         tdx.cooperativeGuest(false);
         assertRefused(tdx, 4 * PAGE, PAGE, Attribute.SHARED, Content.ZERO, "MapGPA");
         tdx.cooperativeGuest(true);
@@ -132,10 +158,10 @@ class ModelRefusalsTest {
             memory.convert(0, PAGE, Attribute.SHARED, Content.PRESERVE);
             assertThat(host.read(0, 3)).containsExactly(7, 7, 7);
         }
-        org.assertj.core.api.Assertions.assertThatCode(() -> pkvm.prepareInaccessible(b, PAGE, PAGE, Content.ZERO)).doesNotThrowAnyException();
-        assertThatThrownBy(() -> pkvm.prepareInaccessible(b, PAGE, PAGE, Content.ZERO))
+        org.assertj.core.api.Assertions.assertThatCode(() -> pkvm.prepareInaccessible(b, PAGE, PAGE, Content.UNSPECIFIED)).doesNotThrowAnyException();
+        assertThatThrownBy(() -> pkvm.prepareInaccessible(b, PAGE, PAGE, Content.UNSPECIFIED))
                 .isInstanceOf(OwnerRefusal.class).hasMessageContaining("double donation");
-        memory.convert(8 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+        memory.convert(8 * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
         memory.punchHole(8 * PAGE, PAGE);
         assertThat(pkvm.violations()).singleElement().asString().contains("reclaim of a guest-owned page", "0x8000");
     }
@@ -147,8 +173,8 @@ class ModelRefusalsTest {
         memory.convert(0, PAGE, Attribute.PRIVATE, Content.PRESERVE);
         assertThat(cca.log()).containsSubsequence("RMI_GRANULE_DELEGATE 0x0", "RMI_DATA_CREATE 0x0");
         cca.activate();
-        assertRefused(cca, PAGE, PAGE, Attribute.PRIVATE, Content.PRESERVE, "cannot carry");
-        memory.convert(PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+        assertUnsupported(cca, PAGE, PAGE, Attribute.PRIVATE, Content.PRESERVE);
+        memory.convert(PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
         assertThat(cca.log()).contains("RMI_DATA_CREATE_UNKNOWN 0x1000");
         cca.cooperativeGuest(false);
         assertRefused(cca, 0, PAGE, Attribute.SHARED, Content.ZERO, "RIPAS RAM");
@@ -177,6 +203,33 @@ class ModelRefusalsTest {
     }
 
     @Test
+    void zeroTowardsPrivateIsRefusedForEveryArchitectureBeforeItIsAsked() {
+        for (ArchitectureModel model : List.of(new SevSnpModel(), new TdxModel(), new PkvmModel(), new CcaModel(),
+                new GunyahModel())) {
+            Binding b = bind(model);
+            try {
+                assertUnsupported(model, 2 * PAGE, 3 * PAGE, Attribute.PRIVATE, Content.ZERO);
+            } finally {
+                b.close();
+            }
+        }
+    }
+
+    @Test
+    void aModeOneOwnerCannotGiveIsRefusedEvenWhereAnotherCould() {
+        PkvmModel pkvm = new PkvmModel();
+        TdxModel tdx = new TdxModel();
+        memory.bind(pkvm, 0, 8 * PAGE);
+        memory.bind(tdx, 8 * PAGE, 8 * PAGE);
+        tdx.finalizeTd();
+        List<String> pkvmLog = pkvm.log();
+        assertUnsupported(tdx, 4 * PAGE, 8 * PAGE, Attribute.PRIVATE, Content.PRESERVE);
+        assertThat(pkvm.log()).as("no owner was asked to prepare").isEqualTo(pkvmLog);
+        memory.convert(0, 4 * PAGE, Attribute.PRIVATE, Content.PRESERVE);  // pKVM's part alone: granted
+        assertThat(pkvm.stateOf(0)).isEqualTo("guest-owned");
+    }
+
+    @Test
     void aRefusalByOneOwnerRollsTheModelOfAnotherBack() {
         SevSnpModel snp = new SevSnpModel();
         memory.bind(snp, 0, 8 * PAGE);
@@ -186,11 +239,11 @@ class ModelRefusalsTest {
                 throw new OwnerRefusal(offset, "the second owner says no");
             }
         }, 8 * PAGE, 8 * PAGE);
-        assertThatThrownBy(() -> memory.convert(0, SIZE, Attribute.PRIVATE, Content.ZERO))
+        assertThatThrownBy(() -> memory.convert(0, SIZE, Attribute.PRIVATE, Content.UNSPECIFIED))
                 .hasMessageContaining("the second owner says no");
         assertThat(snp.stateOf(0)).isEqualTo("hypervisor-owned");
         assertThat(snp.log()).contains("rollback to SHARED 0x0");
-        memory.convert(0, 8 * PAGE, Attribute.PRIVATE, Content.ZERO);
+        memory.convert(0, 8 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
         assertThat(snp.stateOf(7 * PAGE)).isEqualTo("assigned+validated");
     }
 }

@@ -23,17 +23,19 @@ class ModelsExampleTest {
         SevSnpModel snp = new SevSnpModel();
         try (GuestMemory memory = GuestMemory.create(1 << 20, Set.of(Flag.MMAP, Flag.INIT_SHARED))) {
             memory.bind(snp, 0, memory.size());                        // the model owns the whole file
-            memory.convert(0, 4096, Attribute.PRIVATE, Content.ZERO);  // RMPUPDATE, then the guest's PVALIDATE
+            memory.convert(0, 4096, Attribute.PRIVATE, Content.UNSPECIFIED);  // RMPUPDATE, then the guest's PVALIDATE
             assert snp.stateOf(0).equals("assigned+validated");
+            snp.launchFinish();                                        // the guest runs
             try {
                 memory.convert(4096, 4096, Attribute.PRIVATE, Content.PRESERVE);
-            } catch (GuestMemoryException refused) {                   // memory encryption: the bytes cannot cross
-                assert refused.errno() == Errno.EPERM;
+            } catch (GuestMemoryException refused) {                   // PRESERVE into the guest: before launch only
+                assert refused.errno() == Errno.EOPNOTSUPP;
+                assert refused.errorOffset() == 4096;
                 assert memory.attribute(4096) == Attribute.SHARED;     // and nothing changed
             }
         }
         // @end
-        assertThat(snp.log()).containsExactly("RMPUPDATE(assigned) 0x0", "PVALIDATE 0x0");
+        assertThat(snp.log()).containsExactly("RMPUPDATE(assigned) 0x0", "PVALIDATE 0x0", "SNP_LAUNCH_FINISH 0x0");
         assertThat(snp.violations()).isEmpty();
     }
 }
