@@ -5,6 +5,7 @@ import dev.guestmemfd.ChangeLog;
 import dev.guestmemfd.Errno;
 import dev.guestmemfd.GuestMemory;
 import dev.guestmemfd.GuestMemoryException;
+import dev.guestmemfd.Owner;
 import dev.guestmemfd.Snapshot;
 import java.io.BufferedInputStream;
 import java.io.BufferedOutputStream;
@@ -26,8 +27,8 @@ import javax.crypto.SecretKey;
  * one {@link Snapshot} stream, as a machine's migration sends, framed in a short conversation.
  *
  * <ol>
- *   <li>The sender writes the {@link FileDescription}; the receiver creates the file, binds its
- *       owner and answers u8 1 (ready).</li>
+ *   <li>The sender writes the {@link FileDescription}; the receiver creates the file and
+ *       answers u8 1 (ready).</li>
  *   <li>Pre-copy: every page while the {@link GuestActivity} writes on, then each round the
  *       pages changed since (the file's {@link ChangeLog} for the library's and the host's
  *       writes, {@link GuestActivity#written()} for the owner's), until a round is small or
@@ -35,7 +36,7 @@ import javax.crypto.SecretKey;
  *   <li>Once the receiver said it is ready, the activity pauses, the last round goes, then each
  *       {@link CarriedState} in order, then the stream's sealed end.</li>
  *   <li>The receiver restores the pages (staged: host code sees none until the end checks out),
- *       imports the carried states and answers u64 {@code System.nanoTime()}: the moment it holds
+ *       binds the owner, imports the carried states and answers u64 {@code System.nanoTime()}: the moment it holds
  *       the file (one clock on one host, which is what makes downtime measurable here).</li>
  * </ol>
  *
@@ -111,11 +112,29 @@ public final class MemoryMigration {
     }
 
     /**
-     * What the receiver built: the file with its owner's binding over all of it, and the objects
-     * that take the carried states, one per kind the description names, in its order.
+     * What the receiver makes ready for a file: the empty file, the owner to bind over all of it
+     * once its pages have landed, and the objects that take the carried states, one per kind
+     * the description names, in its order.
+     *
+     * @param memory  an empty file as described (see {@link FileDescription#create()})
+     * @param owner   the file's owner at the destination
+     * @param carried where the carried states go
+     */
+    public record Destination(GuestMemory memory, Owner owner, List<CarriedState> carried) {
+        /** Copies the list. */
+        public Destination {
+            Objects.requireNonNull(memory, "memory");
+            Objects.requireNonNull(owner, "owner");
+            carried = List.copyOf(carried);
+        }
+    }
+
+    /**
+     * What arrived: the file with its owner's binding over all of it, and the carried states
+     * taken on.
      *
      * @param binding the owner's binding over the whole new file
-     * @param carried where the carried states go
+     * @param carried the objects that took the carried states
      */
     public record Arrival(Binding binding, List<CarriedState> carried) {
         /** Copies the list. */
@@ -240,16 +259,16 @@ public final class MemoryMigration {
      * @see #receive(InputStream, OutputStream, SecretKey, Snapshot.ReplayGuard, Function)
      */
     public static Arrival receive(Socket socket, Snapshot.ReplayGuard replays,
-                                  Function<FileDescription, Arrival> build) throws IOException {
+                                  Function<FileDescription, Destination> build) throws IOException {
         InputStream in = new BufferedInputStream(socket.getInputStream(), 1 << 16);
         SecretKey key = X25519Agreement.agree(in, socket.getOutputStream());
         return receive(in, socket.getOutputStream(), key, replays, build);
     }
 
     /**
-     * Receives a file: reads its description, has {@code build} create the file and bind its
-     * owner, restores every page, checks the stream's end, imports the carried states and
-     * tells the sender. On any failure the file {@code build} made is closed before this
+     * Receives a file: reads its description, has {@code build} create the file, restores every
+     * page, checks the stream's end, binds the owner over the whole file, imports the carried
+     * states and tells the sender. On any failure the file {@code build} made is closed before this
      * throws: the destination holds nothing.
      *
      * @param from    the stream, and nothing of it is read past its sealed end
@@ -257,17 +276,17 @@ public final class MemoryMigration {
      * @param key     the session key both ends hold
      * @param replays the streams this destination took already
      * @param build   creates an empty file as described (see {@link FileDescription#create()}),
-     *                binds an owner over all of it and names where each carried state goes
+     *                names its owner and where each carried state goes
      * @throws GuestMemoryException {@code EBADMSG} for a stream that is cut, altered or sealed
      *                              with another key, or a description that does not read;
      *                              {@code EALREADY} for a replayed stream; {@code EINVAL} for a
-     *                              null argument, a built file of another size, carried kinds
+     *                              null argument, a file of another size, carried kinds
      *                              that differ from the description's, or a state its object
      *                              refuses
      * @throws IOException          when the channel fails
      */
     public static Arrival receive(InputStream from, OutputStream to, SecretKey key, Snapshot.ReplayGuard replays,
-                                  Function<FileDescription, Arrival> build) throws IOException {
+                                  Function<FileDescription, Destination> build) throws IOException {
         if (from == null || to == null || key == null || replays == null || build == null) {
             throw new GuestMemoryException(Errno.EINVAL, "receive", "an argument is null", -1);
         }
@@ -279,41 +298,48 @@ public final class MemoryMigration {
             throw new GuestMemoryException(Errno.EBADMSG, "receive", "the description says " + description.size()
                     + " bytes, the stream " + reader.fileSize(), -1);
         }
-        Arrival arrival = build.apply(description);
+        Destination destination = build.apply(description);
+        GuestMemory memory = destination.memory();
         try {
-            check(arrival, description);
+            check(destination, description);
             out.writeByte(READY);
             out.flush();
             List<byte[]> states = new ArrayList<>();
-            reader.restore(List.of(arrival.binding()), states::add);
-            if (states.size() != arrival.carried().size()) {
-                throw new GuestMemoryException(Errno.EBADMSG, "receive", "the stream carries " + states.size()
-                        + " states after its pages, the description names " + arrival.carried().size(), -1);
+            // The pages land under a binding of the migration's own; the owner is bound once they
+            // are in place and takes its view of them from its carried state. The restore's staging
+            // reveals shared pages by converting them in place, which an owner that models memory
+            // encryption refuses, rightly: no guest asked for it.
+            try (Binding landing = memory.bind(new Owner() { }, 0, memory.size())) {
+                reader.restore(List.of(landing), states::add);
             }
+            if (states.size() != destination.carried().size()) {
+                throw new GuestMemoryException(Errno.EBADMSG, "receive", "the stream carries " + states.size()
+                        + " states after its pages, the description names " + destination.carried().size(), -1);
+            }
+            Binding binding = memory.bind(destination.owner(), 0, memory.size());
             for (int i = 0; i < states.size(); i++) {
                 try {
-                    arrival.carried().get(i).importState(states.get(i));
+                    destination.carried().get(i).importState(states.get(i));
                 } catch (IllegalArgumentException refused) {
-                    throw new GuestMemoryException(Errno.EINVAL, "receive", arrival.carried().get(i).kind()
+                    throw new GuestMemoryException(Errno.EINVAL, "receive", destination.carried().get(i).kind()
                             + " refused its state: " + refused.getMessage(), -1);
                 }
             }
             out.writeLong(System.nanoTime());
             out.flush();
-            return arrival;
+            return new Arrival(binding, destination.carried());
         } catch (IOException | RuntimeException e) {
-            arrival.memory().close();
+            memory.close();
             throw e;
         }
     }
 
-    private static void check(Arrival arrival, FileDescription description) {
-        if (arrival.memory().size() != description.size() || arrival.binding().offset() != 0
-                || arrival.binding().length() != description.size()) {
-            throw new GuestMemoryException(Errno.EINVAL, "receive", "the built file or binding does not cover "
-                    + description.size() + " bytes", -1);
+    private static void check(Destination destination, FileDescription description) {
+        if (destination.memory().size() != description.size()) {
+            throw new GuestMemoryException(Errno.EINVAL, "receive", "the destination's file has "
+                    + destination.memory().size() + " bytes, the description " + description.size(), -1);
         }
-        List<String> kinds = arrival.carried().stream().map(CarriedState::kind).toList();
+        List<String> kinds = destination.carried().stream().map(CarriedState::kind).toList();
         if (!kinds.equals(description.carried())) {
             throw new GuestMemoryException(Errno.EINVAL, "receive", "the stream carries " + description.carried()
                     + ", the destination takes " + kinds, -1);

@@ -90,8 +90,8 @@ class MemoryMigrationTest {
             server.setSoTimeout(60_000);
             CompletableFuture<MemoryMigration.Arrival> receiver = CompletableFuture.supplyAsync(() -> {
                 try (Socket s = server.accept()) {
-                    return MemoryMigration.receive(s, new Snapshot.ReplayGuard(), d -> new MemoryMigration.Arrival(
-                            d.create().bind(owner(), 0, d.size()), check()));
+                    return MemoryMigration.receive(s, new Snapshot.ReplayGuard(), d -> new MemoryMigration.Destination(
+                            d.create(), owner(), check()));
                 } catch (IOException e) {
                     throw new java.io.UncheckedIOException(e);
                 }

@@ -84,7 +84,7 @@ final class MigrationHarness {
 
     /** What happened at each end. */
     record Outcome(MemoryMigration.Report report, Throwable sendFailure, MemoryMigration.Arrival arrival,
-                   Throwable receiveFailure, MemoryMigration.Arrival built) {
+                   Throwable receiveFailure, MemoryMigration.Destination built) {
     }
 
     /** How the relay treats the bytes from the source: passes them, cuts them at a byte, or flips one. */
@@ -104,10 +104,9 @@ final class MigrationHarness {
     static Outcome migrate(Source source, List<? extends CarriedState> sent, SecretKey sendKey, SecretKey receiveKey,
                            Tamper tamper, Supplier<Owner> owner, Supplier<List<CarriedState>> carried,
                            MemoryMigration.Options options) throws Exception {
-        AtomicReference<MemoryMigration.Arrival> built = new AtomicReference<>();
-        Function<FileDescription, MemoryMigration.Arrival> build = d -> {
-            GuestMemory memory = d.create();
-            MemoryMigration.Arrival a = new MemoryMigration.Arrival(memory.bind(owner.get(), 0, d.size()), carried.get());
+        AtomicReference<MemoryMigration.Destination> built = new AtomicReference<>();
+        Function<FileDescription, MemoryMigration.Destination> build = d -> {
+            MemoryMigration.Destination a = new MemoryMigration.Destination(d.create(), owner.get(), carried.get());
             built.set(a);
             return a;
         };
