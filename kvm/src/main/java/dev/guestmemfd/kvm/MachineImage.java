@@ -91,8 +91,8 @@ final class MachineImage {
                 for (Vcpu vcpu : vcpus) {
                     byte[] regs = read(in, Registers.LAYOUT.byteSize());
                     byte[] sregs = read(in, SpecialRegisters.LAYOUT.byteSize());
-                    byte[] xsave = read(in, Vcpu.XSAVE.byteSize());
-                    byte[] events = read(in, Vcpu.EVENTS.byteSize());
+                    byte[] xsave = read(in, dev.guestmemfd.linux.KvmVcpuUapi.XSAVE.byteSize());
+                    byte[] events = read(in, dev.guestmemfd.linux.KvmVcpuUapi.EVENTS.byteSize());
                     int count = in.readInt();
                     if (count < 0 || count > Msr.MIGRATED.length) {
                         throw new IOException("the vCPU state holds " + count + " MSRs");
