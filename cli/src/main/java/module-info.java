@@ -3,6 +3,7 @@
 module dev.guestmemfd.cli {
     requires dev.guestmemfd;
     requires dev.guestmemfd.kvm;
+    requires dev.guestmemfd.models;
     requires info.picocli;
     requires java.xml;
     requires HdrHistogram;

@@ -49,6 +49,23 @@ final class MigrateCommand implements Callable<Integer> {
             description = "Be the source: run the counting guest, then move it to a `gmem migrate --listen` there.")
     String to;
 
+    @Option(names = "--memory-only",
+            description = "With --demo: move a guest memory file owned by an architecture model, without a VM,"
+                    + " as the demo does where there is no /dev/kvm.")
+    boolean memoryOnly;
+
+    @Option(names = "--owner", defaultValue = "sev-snp",
+            description = "The memory-only demo's owner: sev-snp, tdx, pkvm, cca or gunyah (default: ${DEFAULT-VALUE}).")
+    String owner;
+
+    @Option(names = "--write-rate", defaultValue = "2000",
+            description = "Pages per second the memory-only demo's workload rewrites while the pages travel"
+                    + " (default: ${DEFAULT-VALUE}).")
+    long writeRate;
+
+    @Option(names = "--receive-memory", hidden = true, description = "Be the memory-only demo's destination.")
+    boolean receiveMemory;
+
     @Option(names = "--run-ms", defaultValue = "800", description = "How long each side runs the guest, in ms (default: ${DEFAULT-VALUE}).")
     long runMs;
 
@@ -61,7 +78,7 @@ final class MigrateCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         // The arguments first, then the host: a wrong command line is told as such on any host.
-        int modes = (demo ? 1 : 0) + (receive ? 1 : 0) + (listen != null ? 1 : 0) + (to != null ? 1 : 0);
+        int modes = (demo ? 1 : 0) + (receive ? 1 : 0) + (receiveMemory ? 1 : 0) + (listen != null ? 1 : 0) + (to != null ? 1 : 0);
         if (modes != 1) {
             throw Failure.usage(modes == 0 ? "say --demo (both ends here), or --listen PORT and --to HOST:PORT (one end each)"
                     : "--demo, --listen and --to exclude each other: choose one");
@@ -82,7 +99,20 @@ final class MigrateCommand implements Callable<Integer> {
         if (runMs < 0) {
             throw Failure.usage("--run-ms " + runMs + ": a duration is 0 or more");
         }
+        if (memoryOnly && !demo) {
+            throw Failure.usage("--memory-only goes with --demo");
+        }
+        if (writeRate < 0) {
+            throw Failure.usage("--write-rate " + writeRate + ": a rate is 0 or more");
+        }
+        MemoryMigrateDemo.OwnerModel ownerModel = MemoryMigrateDemo.owner(owner);
         guest.check();
+        if (receiveMemory) {
+            return MemoryMigrateDemo.receive();
+        }
+        if (demo && (memoryOnly || Kvm.unavailableReason().isPresent())) {
+            return new MemoryMigrateDemo(guest, ownerModel, writeRate, runMs, json).run();
+        }
         GuestOptions.requireKvm("migrate (it runs a guest)");
         if (receive) {
             return receiveAndRun();

@@ -6,7 +6,6 @@ import dev.guestmemfd.Content;
 import dev.guestmemfd.Flag;
 import dev.guestmemfd.GuestMemory;
 import dev.guestmemfd.GuestMemoryException;
-import dev.guestmemfd.HostAccessFault;
 import dev.guestmemfd.HostMapping;
 import dev.guestmemfd.LaunchDigest;
 import dev.guestmemfd.linux.KvmUapi;
@@ -16,12 +15,11 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * A small virtual machine for this project's guest programs: a VM whose RAM is one guest
  * memory file bound through two memslots, the program loaded and measured into private
- * memory, one platform thread per vCPU, and the host side of the guest's requests.
+ * memory, one platform thread per vCPU; {@link HostProtocol} serves the guest's requests.
  *
  * <p>The guest asks for conversions through a port-I/O doorbell (documented in
  * {@code docs/GUEST-PROTOCOL.md}) or, where the host passes it through, the hypercall
@@ -134,10 +132,7 @@ public final class Machine implements AutoCloseable {
     private final HostMapping host;
     private final List<Vcpu> vcpus = new ArrayList<>();
     private final LaunchDigest digest = new LaunchDigest();
-    private final StringBuffer serial = new StringBuffer();
-    private final AtomicLong hostDenials = new AtomicLong();
-    private final List<String> hostReads = new java.util.concurrent.CopyOnWriteArrayList<>();
-    private volatile Listener listener = (vcpu, command, gpa, bytes, answer) -> { };
+    private final HostProtocol protocol;
     private volatile boolean stopping;
 
     private Machine(Kvm kvm, Config config) {
@@ -158,6 +153,7 @@ public final class Machine implements AutoCloseable {
             memslots.add(vm.bind(memory, 0, 0, 0, FIRST_SLOT, false));
             memslots.add(vm.bind(memory, 1, FIRST_SLOT, FIRST_SLOT, config.memorySize() - FIRST_SLOT, false));
             this.host = memory.map(0, config.memorySize());
+            this.protocol = new HostProtocol(memory, host, config.preallocate(), config.vcpus());
             if (config.hypercalls()) {
                 vm.enableCapability(KvmUapi.KVM_CAP_EXIT_HYPERCALL, 1L << VmExit.Hypercall.KVM_HC_MAP_GPA_RANGE);
             }
@@ -237,7 +233,7 @@ public final class Machine implements AutoCloseable {
 
     /** {@return what the guest printed on its serial port so far, also while it runs} */
     public String serial() {
-        return serial.toString();
+        return protocol.serial();
     }
 
     /** {@return the launch measurement of the page tables and program} */
@@ -247,12 +243,12 @@ public final class Machine implements AutoCloseable {
 
     /** {@return what the host read through its mapping when the guest asked it to (command 6)} */
     public List<String> hostReads() {
-        return List.copyOf(hostReads);
+        return protocol.hostReads();
     }
 
     /** Sets who hears the doorbell requests; call before {@link #run}. */
     public void listen(Listener l) {
-        this.listener = l;
+        protocol.listen(l);
     }
 
     /** {@return the memslots} */
@@ -322,133 +318,17 @@ public final class Machine implements AutoCloseable {
                 }
             }
             stopping = false;
-            return new Outcome(serial.toString(), Arrays.asList(outcomes), hostDenials.get());
+            return new Outcome(protocol.serial(), Arrays.asList(outcomes), protocol.hostDenials());
         }
     }
 
     private VcpuOutcome runVcpu(Vcpu vcpu) {
         while (true) {
-            VmExit exit = vcpu.run();
-            switch (exit) {
-                case VmExit.Io io when io.port() == PORT_SERIAL && io.out() -> serial.append((char) (io.data() & 0xff));
-                case VmExit.Io io when io.port() == PORT_TICK && io.out() ->
-                        // With several vCPUs each counts on its own: say whose tick it is.
-                        serial.append(String.format(java.util.Locale.ROOT, vcpus.size() > 1 ? "vcpu %2$d tick %1$08x%n" : "tick %08x%n",
-                                io.data(), vcpu.id()));
-                case VmExit.Io io when io.port() == PORT_DOORBELL && !io.out() -> {
-                    Registers r = vcpu.registers();
-                    long answer = doorbell(r);
-                    vcpu.completeIn(answer);
-                    listener.served(vcpu.id(), (int) r.r10(), r.rdi(), r.rsi(), answer);
-                }
-                case VmExit.Io io when io.port() == PORT_RESULT && io.out() -> {
-                    return new VcpuOutcome(vcpu.id(), "result", vcpu.registers().rax(), exit);
-                }
-                case VmExit.Io io when io.port() == PORT_FAIL && io.out() -> {
-                    return new VcpuOutcome(vcpu.id(), "failed", io.data(), exit);
-                }
-                case VmExit.Io io -> {
-                    return new VcpuOutcome(vcpu.id(), "unexpected port 0x" + Integer.toHexString(io.port()), 0, exit);
-                }
-                case VmExit.Hypercall call when call.nr() == VmExit.Hypercall.KVM_HC_MAP_GPA_RANGE ->
-                        vcpu.completeHypercall(convert(call.arg0(), call.arg1() * GuestMemory.PAGE_SIZE,
-                                (call.arg2() & MAP_GPA_RANGE_ENCRYPTED) != 0, false));
-                case VmExit.Halt h -> {
-                    return new VcpuOutcome(vcpu.id(), "halted", 0, exit);
-                }
-                case VmExit.Interrupted i -> {
-                    if (stopping) {
-                        return new VcpuOutcome(vcpu.id(), "timeout", 0, exit);
-                    }
-                }
-                default -> {
-                    return new VcpuOutcome(vcpu.id(), exit.getClass().getSimpleName(), 0, exit);
-                }
+            VcpuOutcome ended = protocol.serve(vcpu, vcpu.run(), stopping);
+            if (ended != null) {
+                return ended;
             }
         }
-    }
-
-    /** Serves one doorbell request; the answer is what the guest's {@code in} reads. */
-    private long doorbell(Registers r) {
-        long gpa = r.rdi();
-        long bytes = r.rsi();
-        return switch ((int) r.r10()) {
-            case CMD_CONVERT -> convert(gpa, bytes, r.r8() == 1, r.r9() == 1);
-            case CMD_PUNCH -> guarded(() -> memory.punchHole(gpa, bytes));
-            case CMD_HOST_CHECK -> hostCheck(gpa, bytes, (byte) r.r8());
-            case CMD_HOST_DENIED -> hostDenied(gpa, bytes);
-            case CMD_HOST_READ -> {
-                try {
-                    hostReads.add(new String(host.read(gpa, (int) bytes), java.nio.charset.StandardCharsets.US_ASCII));
-                    yield 0;
-                } catch (HostAccessFault fault) {
-                    yield HOST_WAS_REFUSED;
-                }
-            }
-            case CMD_HOST_WRITE -> {
-                byte[] data = new byte[(int) bytes];
-                Arrays.fill(data, (byte) r.r8());
-                try {
-                    host.write(gpa, data);
-                    yield 0;
-                } catch (HostAccessFault fault) {
-                    yield HOST_WAS_REFUSED;
-                }
-            }
-            default -> UNKNOWN_COMMAND;
-        };
-    }
-
-    private long convert(long gpa, long bytes, boolean toPrivate, boolean preserve) {
-        return guarded(() -> {
-            if (toPrivate && config.preallocate()) {
-                memory.allocate(gpa, bytes);
-            }
-            memory.convert(gpa, bytes, toPrivate ? Attribute.PRIVATE : Attribute.SHARED,
-                    preserve ? Content.PRESERVE : toPrivate ? Content.UNSPECIFIED : Content.ZERO);
-        });
-    }
-
-    private static long guarded(Runnable action) {
-        try {
-            action.run();
-            return 0;
-        } catch (GuestMemoryException e) {
-            return e.errno().number();
-        }
-    }
-
-    private long hostCheck(long gpa, long bytes, byte expected) {
-        try {
-            byte[] seen = host.read(gpa, (int) bytes);
-            for (byte b : seen) {
-                if (b != expected) {
-                    return HOST_SAW_OTHER_DATA;
-                }
-            }
-            return 0;
-        } catch (HostAccessFault fault) {
-            return HOST_WAS_REFUSED;
-        }
-    }
-
-    /** The host tries to read every page of the range, and to lease it; every try must be refused. */
-    private long hostDenied(long gpa, long bytes) {
-        for (long page = gpa; page < gpa + bytes; page += GuestMemory.PAGE_SIZE) {
-            try {
-                host.read(page, 8);
-                return HOST_WAS_NOT_REFUSED;
-            } catch (HostAccessFault expected) {
-                hostDenials.incrementAndGet();
-            }
-            try {
-                host.lease(page, GuestMemory.PAGE_SIZE).close();
-                return HOST_WAS_NOT_REFUSED;
-            } catch (HostAccessFault expected) {
-                hostDenials.incrementAndGet();
-            }
-        }
-        return 0;
     }
 
     /** Closes the VM (its slots and vCPUs), then the memory. Idempotent. */

@@ -2,7 +2,6 @@ package dev.guestmemfd.kvm;
 
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 
-import java.lang.foreign.MemoryLayout;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.SegmentAllocator;
 import java.lang.foreign.StructLayout;
@@ -11,13 +10,7 @@ import java.lang.foreign.StructLayout;
 public record Registers(long rax, long rbx, long rcx, long rdx, long rsi, long rdi, long rsp, long rbp,
                         long r8, long r9, long r10, long r11, long r12, long r13, long r14, long r15,
                         long rip, long rflags) {
-    static final StructLayout LAYOUT = MemoryLayout.structLayout(
-            JAVA_LONG.withName("rax"), JAVA_LONG.withName("rbx"), JAVA_LONG.withName("rcx"),
-            JAVA_LONG.withName("rdx"), JAVA_LONG.withName("rsi"), JAVA_LONG.withName("rdi"),
-            JAVA_LONG.withName("rsp"), JAVA_LONG.withName("rbp"), JAVA_LONG.withName("r8"),
-            JAVA_LONG.withName("r9"), JAVA_LONG.withName("r10"), JAVA_LONG.withName("r11"),
-            JAVA_LONG.withName("r12"), JAVA_LONG.withName("r13"), JAVA_LONG.withName("r14"),
-            JAVA_LONG.withName("r15"), JAVA_LONG.withName("rip"), JAVA_LONG.withName("rflags"));
+    static final StructLayout LAYOUT = dev.guestmemfd.linux.KvmVcpuUapi.REGS;
 
     /** RFLAGS with only the always-one bit 1 set. */
     public static final long RFLAGS_RESERVED = 0x2;

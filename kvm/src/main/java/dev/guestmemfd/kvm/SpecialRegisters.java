@@ -5,7 +5,6 @@ import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
 import static java.lang.foreign.ValueLayout.JAVA_SHORT;
 
-import java.lang.foreign.MemoryLayout;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.SegmentAllocator;
 import java.lang.foreign.StructLayout;
@@ -20,12 +19,7 @@ public record SpecialRegisters(Segment cs, Segment ds, Segment es, Segment fs, S
     /** {@code struct kvm_segment}, 24 bytes. */
     public record Segment(long base, int limit, short selector, byte type, byte present, byte dpl, byte db,
                           byte s, byte l, byte g, byte avl, byte unusable) {
-        static final StructLayout LAYOUT = MemoryLayout.structLayout(
-                JAVA_LONG.withName("base"), JAVA_INT.withName("limit"), JAVA_SHORT.withName("selector"),
-                JAVA_BYTE.withName("type"), JAVA_BYTE.withName("present"), JAVA_BYTE.withName("dpl"),
-                JAVA_BYTE.withName("db"), JAVA_BYTE.withName("s"), JAVA_BYTE.withName("l"),
-                JAVA_BYTE.withName("g"), JAVA_BYTE.withName("avl"), JAVA_BYTE.withName("unusable"),
-                JAVA_BYTE.withName("padding"));
+        static final StructLayout LAYOUT = dev.guestmemfd.linux.KvmVcpuUapi.SEGMENT;
 
         static Segment from(MemorySegment m) {
             return new Segment(m.get(JAVA_LONG, 0), m.get(JAVA_INT, 8), m.get(JAVA_SHORT, 12), m.get(JAVA_BYTE, 14),
@@ -54,14 +48,7 @@ public record SpecialRegisters(Segment cs, Segment ds, Segment es, Segment fs, S
         }
     }
 
-    static final StructLayout LAYOUT = MemoryLayout.structLayout(
-            MemoryLayout.sequenceLayout(8, Segment.LAYOUT).withName("segments"),
-            MemoryLayout.sequenceLayout(2, MemoryLayout.structLayout(JAVA_LONG.withName("base"),
-                    JAVA_SHORT.withName("limit"), MemoryLayout.sequenceLayout(3, JAVA_SHORT).withName("padding")))
-                    .withName("dtables"),
-            JAVA_LONG.withName("cr0"), JAVA_LONG.withName("cr2"), JAVA_LONG.withName("cr3"),
-            JAVA_LONG.withName("cr4"), JAVA_LONG.withName("cr8"), JAVA_LONG.withName("efer"),
-            JAVA_LONG.withName("apic_base"), MemoryLayout.sequenceLayout(4, JAVA_LONG).withName("interrupt_bitmap"));
+    static final StructLayout LAYOUT = dev.guestmemfd.linux.KvmVcpuUapi.SREGS;
 
     private static final long SEG = 24;
     private static final long DT = 8 * SEG;

@@ -1,5 +1,6 @@
 package dev.guestmemfd.kvm;
 
+import static dev.guestmemfd.linux.KvmVcpuUapi.RUN_EXIT_UNION;
 import static java.lang.foreign.ValueLayout.JAVA_BYTE;
 import static java.lang.foreign.ValueLayout.JAVA_INT;
 import static java.lang.foreign.ValueLayout.JAVA_LONG;
@@ -9,6 +10,7 @@ import dev.guestmemfd.linux.Errno;
 import dev.guestmemfd.linux.Fd;
 import dev.guestmemfd.linux.Ioctl;
 import dev.guestmemfd.linux.KvmUapi;
+import dev.guestmemfd.linux.KvmVcpuUapi;
 import dev.guestmemfd.linux.LinuxException;
 import dev.guestmemfd.linux.Mman;
 import dev.guestmemfd.linux.Signals;
@@ -39,30 +41,6 @@ import java.lang.foreign.MemorySegment;
  *           the thread running the vCPU.
  */
 public final class Vcpu implements AutoCloseable {
-    static final long KVM_GET_REGS = Ioctl.ior(KvmUapi.KVMIO, 0x81, Registers.LAYOUT);
-    static final long KVM_SET_REGS = Ioctl.iow(KvmUapi.KVMIO, 0x82, Registers.LAYOUT);
-    static final long KVM_GET_SREGS = Ioctl.ior(KvmUapi.KVMIO, 0x83, SpecialRegisters.LAYOUT);
-    static final long KVM_SET_SREGS = Ioctl.iow(KvmUapi.KVMIO, 0x84, SpecialRegisters.LAYOUT);
-    /** {@code _IOW(KVMIO, 0x8b, struct kvm_signal_mask)}: the struct is {@code __u32 len} and a flexible array. */
-    static final long KVM_SET_SIGNAL_MASK = Ioctl.iow(KvmUapi.KVMIO, 0x8b, MemoryLayout.structLayout(JAVA_INT));
-
-    /** {@code struct kvm_xsave}: 4 KiB, the legacy FXSAVE area (x87, SSE) first, then the XSAVE header and components. */
-    static final MemoryLayout XSAVE = MemoryLayout.sequenceLayout(4096, JAVA_BYTE);
-    static final long KVM_GET_XSAVE = Ioctl.ior(KvmUapi.KVMIO, 0xa4, XSAVE);
-    static final long KVM_SET_XSAVE = Ioctl.iow(KvmUapi.KVMIO, 0xa5, XSAVE);
-    /** {@code struct kvm_vcpu_events}: pending exception, interrupt, NMI, SMM and their flags, 64 bytes. */
-    static final MemoryLayout EVENTS = MemoryLayout.sequenceLayout(64, JAVA_BYTE);
-    static final long KVM_GET_VCPU_EVENTS = Ioctl.ior(KvmUapi.KVMIO, 0x9f, EVENTS);
-    static final long KVM_SET_VCPU_EVENTS = Ioctl.iow(KvmUapi.KVMIO, 0xa0, EVENTS);
-    /** {@code struct kvm_msrs}: {@code __u32 nmsrs, pad}, then entries of {@code __u32 index, reserved; __u64 data}. */
-    static final MemoryLayout MSRS_HEADER = MemoryLayout.structLayout(JAVA_INT.withName("nmsrs"), JAVA_INT.withName("pad"));
-    static final long KVM_GET_MSRS = Ioctl.iowr(KvmUapi.KVMIO, 0x88, MSRS_HEADER);
-    static final long KVM_SET_MSRS = Ioctl.iow(KvmUapi.KVMIO, 0x89, MSRS_HEADER);
-
-    private static final long IMMEDIATE_EXIT = 1;
-    private static final long EXIT_REASON = 8;
-    private static final long UNION = 32;
-
     private final int id;
     private final int fd;
     private final Arena arena = Arena.ofShared();
@@ -83,7 +61,7 @@ public final class Vcpu implements AutoCloseable {
                 MemorySegment mask = a.allocate(4 + Signals.KERNEL_SIGSET_BYTES, 8);
                 mask.fill((byte) 0);
                 mask.set(JAVA_INT, 0, Signals.KERNEL_SIGSET_BYTES);
-                ioctl("KVM_SET_SIGNAL_MASK", KVM_SET_SIGNAL_MASK, mask);
+                ioctl("KVM_SET_SIGNAL_MASK", KvmVcpuUapi.KVM_SET_SIGNAL_MASK, mask);
             }
         } catch (RuntimeException e) {
             arena.close();
@@ -101,7 +79,7 @@ public final class Vcpu implements AutoCloseable {
     public Registers registers() {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment s = a.allocate(Registers.LAYOUT);
-            ioctl("KVM_GET_REGS", KVM_GET_REGS, s);
+            ioctl("KVM_GET_REGS", KvmVcpuUapi.KVM_GET_REGS, s);
             return Registers.from(s);
         }
     }
@@ -109,7 +87,7 @@ public final class Vcpu implements AutoCloseable {
     /** Sets the general-purpose registers. */
     public void setRegisters(Registers registers) {
         try (Arena a = Arena.ofConfined()) {
-            ioctl("KVM_SET_REGS", KVM_SET_REGS, registers.toSegment(a));
+            ioctl("KVM_SET_REGS", KvmVcpuUapi.KVM_SET_REGS, registers.toSegment(a));
         }
     }
 
@@ -117,7 +95,7 @@ public final class Vcpu implements AutoCloseable {
     public SpecialRegisters specialRegisters() {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment s = a.allocate(SpecialRegisters.LAYOUT);
-            ioctl("KVM_GET_SREGS", KVM_GET_SREGS, s);
+            ioctl("KVM_GET_SREGS", KvmVcpuUapi.KVM_GET_SREGS, s);
             return SpecialRegisters.from(s);
         }
     }
@@ -125,28 +103,28 @@ public final class Vcpu implements AutoCloseable {
     /** Sets the special registers. */
     public void setSpecialRegisters(SpecialRegisters registers) {
         try (Arena a = Arena.ofConfined()) {
-            ioctl("KVM_SET_SREGS", KVM_SET_SREGS, registers.toSegment(a));
+            ioctl("KVM_SET_SREGS", KvmVcpuUapi.KVM_SET_SREGS, registers.toSegment(a));
         }
     }
 
     /** {@return the FPU, SSE and AVX state ({@code KVM_GET_XSAVE}), 4096 bytes} */
     public byte[] xsave() {
-        return getBytes("KVM_GET_XSAVE", KVM_GET_XSAVE, XSAVE);
+        return getBytes("KVM_GET_XSAVE", KvmVcpuUapi.KVM_GET_XSAVE, KvmVcpuUapi.XSAVE);
     }
 
     /** Sets the FPU, SSE and AVX state from bytes {@link #xsave()} returned. */
     public void setXsave(byte[] state) {
-        setBytes("KVM_SET_XSAVE", KVM_SET_XSAVE, XSAVE, state);
+        setBytes("KVM_SET_XSAVE", KvmVcpuUapi.KVM_SET_XSAVE, KvmVcpuUapi.XSAVE, state);
     }
 
     /** {@return the pending exception, interrupt and NMI state ({@code KVM_GET_VCPU_EVENTS}), 64 bytes} */
     public byte[] events() {
-        return getBytes("KVM_GET_VCPU_EVENTS", KVM_GET_VCPU_EVENTS, EVENTS);
+        return getBytes("KVM_GET_VCPU_EVENTS", KvmVcpuUapi.KVM_GET_VCPU_EVENTS, KvmVcpuUapi.EVENTS);
     }
 
     /** Sets the pending event state from bytes {@link #events()} returned. */
     public void setEvents(byte[] state) {
-        setBytes("KVM_SET_VCPU_EVENTS", KVM_SET_VCPU_EVENTS, EVENTS, state);
+        setBytes("KVM_SET_VCPU_EVENTS", KvmVcpuUapi.KVM_SET_VCPU_EVENTS, KvmVcpuUapi.EVENTS, state);
     }
 
     /**
@@ -160,7 +138,7 @@ public final class Vcpu implements AutoCloseable {
             for (int i = 0; i < indexes.length; i++) {
                 s.set(JAVA_INT, 8 + 16L * i, indexes[i]);
             }
-            int read = ioctlCount("KVM_GET_MSRS", KVM_GET_MSRS, s);
+            int read = ioctlCount("KVM_GET_MSRS", KvmVcpuUapi.KVM_GET_MSRS, s);
             java.util.List<Msr> msrs = new java.util.ArrayList<>();
             for (int i = 0; i < read; i++) {
                 msrs.add(new Msr(s.get(JAVA_INT, 8 + 16L * i), s.get(JAVA_LONG, 16 + 16L * i)));
@@ -182,7 +160,7 @@ public final class Vcpu implements AutoCloseable {
                 s.set(JAVA_INT, 8 + 16L * i, msrs.get(i).index());
                 s.set(JAVA_LONG, 16 + 16L * i, msrs.get(i).value());
             }
-            int written = ioctlCount("KVM_SET_MSRS", KVM_SET_MSRS, s);
+            int written = ioctlCount("KVM_SET_MSRS", KvmVcpuUapi.KVM_SET_MSRS, s);
             if (written != msrs.size()) {
                 throw new KvmException("KVM_SET_MSRS on vCPU " + id, dev.guestmemfd.Errno.EINVAL,
                         "KVM refused MSR 0x" + Integer.toHexString(msrs.get(written).index()));
@@ -229,15 +207,15 @@ public final class Vcpu implements AutoCloseable {
         } finally {
             leave(rc == -Errno.EINTR.number());
         }
-        int reason = run.get(JAVA_INT, EXIT_REASON);
+        int reason = run.get(JAVA_INT, KvmVcpuUapi.RUN_EXIT_REASON);
         if (rc < 0) {
             int errno = -rc;
             if (errno == Errno.EINTR.number()) {
                 return new VmExit.Interrupted();
             }
             if (errno == Errno.EFAULT.number() && reason == VmExit.KVM_EXIT_MEMORY_FAULT) {
-                return new VmExit.MemoryFault(run.get(JAVA_LONG, UNION), run.get(JAVA_LONG, UNION + 8),
-                        run.get(JAVA_LONG, UNION + 16));
+                return new VmExit.MemoryFault(run.get(JAVA_LONG, RUN_EXIT_UNION), run.get(JAVA_LONG, RUN_EXIT_UNION + 8),
+                        run.get(JAVA_LONG, RUN_EXIT_UNION + 16));
             }
             throw new KvmException("KVM_RUN on vCPU " + id, dev.guestmemfd.Errno.of(errno), "the kernel refused to run the vCPU");
         }
@@ -247,11 +225,11 @@ public final class Vcpu implements AutoCloseable {
     private VmExit decode(int reason) {
         return switch (reason) {
             case VmExit.KVM_EXIT_IO -> {
-                boolean out = run.get(JAVA_BYTE, UNION) == 1;
-                int size = run.get(JAVA_BYTE, UNION + 1);
-                int port = Short.toUnsignedInt(run.get(JAVA_SHORT, UNION + 2));
-                int count = run.get(JAVA_INT, UNION + 4);
-                long dataOffset = run.get(JAVA_LONG, UNION + 8);
+                boolean out = run.get(JAVA_BYTE, RUN_EXIT_UNION) == 1;
+                int size = run.get(JAVA_BYTE, RUN_EXIT_UNION + 1);
+                int port = Short.toUnsignedInt(run.get(JAVA_SHORT, RUN_EXIT_UNION + 2));
+                int count = run.get(JAVA_INT, RUN_EXIT_UNION + 4);
+                long dataOffset = run.get(JAVA_LONG, RUN_EXIT_UNION + 8);
                 long data = 0;
                 if (out) {
                     for (int i = size - 1; i >= 0; i--) {
@@ -260,15 +238,15 @@ public final class Vcpu implements AutoCloseable {
                 }
                 yield new VmExit.Io(out, port, size, count, data);
             }
-            case VmExit.KVM_EXIT_MMIO -> new VmExit.Mmio(run.get(JAVA_LONG, UNION), run.get(JAVA_BYTE, UNION + 20) != 0,
-                    run.get(JAVA_INT, UNION + 16), run.get(JAVA_LONG, UNION + 8));
+            case VmExit.KVM_EXIT_MMIO -> new VmExit.Mmio(run.get(JAVA_LONG, RUN_EXIT_UNION), run.get(JAVA_BYTE, RUN_EXIT_UNION + 20) != 0,
+                    run.get(JAVA_INT, RUN_EXIT_UNION + 16), run.get(JAVA_LONG, RUN_EXIT_UNION + 8));
             case VmExit.KVM_EXIT_HLT -> new VmExit.Halt();
             case VmExit.KVM_EXIT_SHUTDOWN -> new VmExit.Shutdown();
-            case VmExit.KVM_EXIT_HYPERCALL -> new VmExit.Hypercall(run.get(JAVA_LONG, UNION), run.get(JAVA_LONG, UNION + 8),
-                    run.get(JAVA_LONG, UNION + 16), run.get(JAVA_LONG, UNION + 24), run.get(JAVA_LONG, UNION + 32));
-            case VmExit.KVM_EXIT_FAIL_ENTRY -> new VmExit.FailEntry(run.get(JAVA_LONG, UNION), run.get(JAVA_INT, UNION + 8));
-            case VmExit.KVM_EXIT_INTERNAL_ERROR -> new VmExit.InternalError(run.get(JAVA_INT, UNION));
-            case VmExit.KVM_EXIT_SYSTEM_EVENT -> new VmExit.SystemEvent(run.get(JAVA_INT, UNION));
+            case VmExit.KVM_EXIT_HYPERCALL -> new VmExit.Hypercall(run.get(JAVA_LONG, RUN_EXIT_UNION), run.get(JAVA_LONG, RUN_EXIT_UNION + 8),
+                    run.get(JAVA_LONG, RUN_EXIT_UNION + 16), run.get(JAVA_LONG, RUN_EXIT_UNION + 24), run.get(JAVA_LONG, RUN_EXIT_UNION + 32));
+            case VmExit.KVM_EXIT_FAIL_ENTRY -> new VmExit.FailEntry(run.get(JAVA_LONG, RUN_EXIT_UNION), run.get(JAVA_INT, RUN_EXIT_UNION + 8));
+            case VmExit.KVM_EXIT_INTERNAL_ERROR -> new VmExit.InternalError(run.get(JAVA_INT, RUN_EXIT_UNION));
+            case VmExit.KVM_EXIT_SYSTEM_EVENT -> new VmExit.SystemEvent(run.get(JAVA_INT, RUN_EXIT_UNION));
             case VmExit.KVM_EXIT_INTR -> new VmExit.Interrupted();
             default -> new VmExit.Other(reason);
         };
@@ -276,8 +254,8 @@ public final class Vcpu implements AutoCloseable {
 
     /** Answers the guest's pending {@code in}: the value it reads when {@code KVM_RUN} resumes. */
     public void completeIn(long value) {
-        int size = run.get(JAVA_BYTE, UNION + 1);
-        long dataOffset = run.get(JAVA_LONG, UNION + 8);
+        int size = run.get(JAVA_BYTE, RUN_EXIT_UNION + 1);
+        long dataOffset = run.get(JAVA_LONG, RUN_EXIT_UNION + 8);
         for (int i = 0; i < size; i++) {
             run.set(JAVA_BYTE, dataOffset + i, (byte) (value >>> (8 * i)));
         }
@@ -285,7 +263,7 @@ public final class Vcpu implements AutoCloseable {
 
     /** Sets the return value of a hypercall exit before resuming. */
     public void completeHypercall(long value) {
-        run.set(JAVA_LONG, UNION + 56, value);
+        run.set(JAVA_LONG, RUN_EXIT_UNION + 56, value);
     }
 
     /**
@@ -296,7 +274,7 @@ public final class Vcpu implements AutoCloseable {
         if (closed) {
             return;
         }
-        run.set(JAVA_BYTE, IMMEDIATE_EXIT, (byte) 1);
+        run.set(JAVA_BYTE, KvmVcpuUapi.RUN_IMMEDIATE_EXIT, (byte) 1);
         // Under the lock the target is inside run(), blocking the signal, and cannot leave
         // (and end, and have its id reused) before the signal is queued. One signal per run
         // is enough: while it is pending, KVM_RUN cannot stay in (nor enter) the guest.
@@ -334,7 +312,7 @@ public final class Vcpu implements AutoCloseable {
             }
         }
         if (interrupted && !closed) {
-            run.set(JAVA_BYTE, IMMEDIATE_EXIT, (byte) 0);
+            run.set(JAVA_BYTE, KvmVcpuUapi.RUN_IMMEDIATE_EXIT, (byte) 0);
         }
     }
 

@@ -15,9 +15,9 @@ import dev.guestmemfd.OwnerRefusal;
 import dev.guestmemfd.linux.Fd;
 import dev.guestmemfd.linux.Ioctl;
 import dev.guestmemfd.linux.KvmUapi;
+import dev.guestmemfd.linux.KvmVcpuUapi;
 import dev.guestmemfd.linux.LinuxException;
 import java.lang.foreign.Arena;
-import java.lang.foreign.MemoryLayout;
 import java.lang.foreign.MemorySegment;
 import java.util.ArrayList;
 import java.util.List;
@@ -37,15 +37,6 @@ import java.util.concurrent.atomic.AtomicLong;
  * @implSpec Thread safe.
  */
 public final class Vm implements AutoCloseable {
-    /** {@code struct kvm_enable_cap}: cap, flags, args[4], pad[64]. */
-    static final MemoryLayout ENABLE_CAP = MemoryLayout.structLayout(JAVA_INT.withName("cap"),
-            JAVA_INT.withName("flags"), MemoryLayout.sequenceLayout(4, JAVA_LONG).withName("args"),
-            MemoryLayout.sequenceLayout(64, java.lang.foreign.ValueLayout.JAVA_BYTE).withName("pad"));
-    static final long KVM_ENABLE_CAP = Ioctl.iow(KvmUapi.KVMIO, 0xa3, ENABLE_CAP);
-    /** {@code struct kvm_dirty_log}: slot, padding, bitmap pointer. */
-    static final MemoryLayout DIRTY_LOG = MemoryLayout.structLayout(JAVA_INT.withName("slot"),
-            JAVA_INT.withName("padding"), JAVA_LONG.withName("dirty_bitmap"));
-    static final long KVM_GET_DIRTY_LOG = Ioctl.iow(KvmUapi.KVMIO, 0x42, DIRTY_LOG);
     /** A TSS address above guest RAM, as every VMM on Intel sets one. */
     public static final long TSS_ADDRESS = 0xfffbd000L;
 
@@ -93,11 +84,11 @@ public final class Vm implements AutoCloseable {
     /** Enables a capability with one argument ({@code KVM_ENABLE_CAP}). */
     public void enableCapability(int capability, long arg0) {
         try (Arena a = Arena.ofConfined()) {
-            MemorySegment s = a.allocate(ENABLE_CAP);
+            MemorySegment s = a.allocate(KvmVcpuUapi.ENABLE_CAP);
             s.fill((byte) 0);
             s.set(JAVA_INT, 0, capability);
             s.set(JAVA_LONG, 8, arg0);
-            ioctl("KVM_ENABLE_CAP(" + capability + ")", KVM_ENABLE_CAP, s);
+            ioctl("KVM_ENABLE_CAP(" + capability + ")", KvmVcpuUapi.KVM_ENABLE_CAP, s);
         }
     }
 
@@ -173,11 +164,11 @@ public final class Vm implements AutoCloseable {
         try (Arena a = Arena.ofConfined()) {
             MemorySegment bitmap = a.allocate(JAVA_LONG, (pages + 63) / 64);
             bitmap.fill((byte) 0);
-            MemorySegment s = a.allocate(DIRTY_LOG);
+            MemorySegment s = a.allocate(KvmVcpuUapi.DIRTY_LOG);
             s.set(JAVA_INT, 0, memslot.slot());
             s.set(JAVA_INT, 4, 0);
             s.set(JAVA_LONG, 8, bitmap.address());
-            ioctl("KVM_GET_DIRTY_LOG(slot " + memslot.slot() + ")", KVM_GET_DIRTY_LOG, s);
+            ioctl("KVM_GET_DIRTY_LOG(slot " + memslot.slot() + ")", KvmVcpuUapi.KVM_GET_DIRTY_LOG, s);
             return bitmap.toArray(JAVA_LONG);
         }
     }

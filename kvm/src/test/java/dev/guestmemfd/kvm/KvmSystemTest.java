@@ -2,6 +2,7 @@ package dev.guestmemfd.kvm;
 
 import static org.assertj.core.api.Assertions.assertThat;
 
+import dev.guestmemfd.linux.KvmVcpuUapi;
 import dev.guestmemfd.testing.RequiresKvm;
 import org.junit.jupiter.api.Test;
 
@@ -9,13 +10,13 @@ import org.junit.jupiter.api.Test;
 class KvmSystemTest {
     @Test
     void vcpuRequestNumbersMatchTheKernels() {
-        assertThat(Vcpu.KVM_GET_REGS).isEqualTo(0x8090AE81L);
-        assertThat(Vcpu.KVM_SET_REGS).isEqualTo(0x4090AE82L);
-        assertThat(Vcpu.KVM_GET_SREGS).isEqualTo(0x8138AE83L);
-        assertThat(Vcpu.KVM_SET_SREGS).isEqualTo(0x4138AE84L);
-        assertThat(Vcpu.KVM_SET_SIGNAL_MASK).isEqualTo(0x4004AE8BL);
-        assertThat(Vm.KVM_ENABLE_CAP).isEqualTo(0x4068AEA3L);
-        assertThat(Vm.KVM_GET_DIRTY_LOG).isEqualTo(0x4010AE42L);
+        assertThat(KvmVcpuUapi.KVM_GET_REGS).isEqualTo(0x8090AE81L);
+        assertThat(KvmVcpuUapi.KVM_SET_REGS).isEqualTo(0x4090AE82L);
+        assertThat(KvmVcpuUapi.KVM_GET_SREGS).isEqualTo(0x8138AE83L);
+        assertThat(KvmVcpuUapi.KVM_SET_SREGS).isEqualTo(0x4138AE84L);
+        assertThat(KvmVcpuUapi.KVM_SET_SIGNAL_MASK).isEqualTo(0x4004AE8BL);
+        assertThat(KvmVcpuUapi.KVM_ENABLE_CAP).isEqualTo(0x4068AEA3L);
+        assertThat(KvmVcpuUapi.KVM_GET_DIRTY_LOG).isEqualTo(0x4010AE42L);
     }
 
     @Test

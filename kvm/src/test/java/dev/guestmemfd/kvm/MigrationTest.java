@@ -188,7 +188,7 @@ class MigrationTest {
         try (Kvm kvm = Kvm.open(); ServerSocket server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
             CompletableFuture<Void> hangUp = CompletableFuture.runAsync(() -> {
                 try (Socket s = server.accept()) {
-                    Migration.agree(new java.io.DataInputStream(s.getInputStream()), new java.io.DataOutputStream(s.getOutputStream()));
+                    dev.guestmemfd.migration.X25519Agreement.agree(s.getInputStream(), s.getOutputStream());
                     s.getInputStream().readNBytes(4096);  // the description, some pages
                 } catch (Exception e) {
                     throw new IllegalStateException(e);

@@ -7,6 +7,12 @@ import dev.guestmemfd.Content;
 import dev.guestmemfd.GuestMemory;
 import dev.guestmemfd.Owner;
 import dev.guestmemfd.OwnerRefusal;
+import dev.guestmemfd.migration.CarriedState;
+import java.io.ByteArrayInputStream;
+import java.io.ByteArrayOutputStream;
+import java.io.DataInputStream;
+import java.io.DataOutputStream;
+import java.io.IOException;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
@@ -23,10 +29,15 @@ import java.util.Map;
  * it, and releases or rescinds pages before it asks for them to be shared. Turn cooperation
  * off to see what the architecture refuses when the guest has not done its part.
  *
+ * <p>A model's state travels with its file in a memory-only migration ({@link CarriedState}):
+ * each page's architecture state, whether the guest cooperates, and the architecture's own
+ * launch state (launched, finalized with its measurement, active). Its log and violations
+ * stay behind: they tell what happened at the source.
+ *
  * @implSpec Called by the library with the file's lock held; the guest-side methods of the
  * models synchronize on the model.
  */
-public abstract sealed class ArchitectureModel implements Owner
+public abstract sealed class ArchitectureModel implements Owner, CarriedState
         permits SevSnpModel, TdxModel, PkvmModel, CcaModel, GunyahModel {
     protected static final long PAGE = GuestMemory.PAGE_SIZE;
 
@@ -44,6 +55,21 @@ public abstract sealed class ArchitectureModel implements Owner
 
     /** {@return the architecture's name} */
     public abstract String architecture();
+
+    /** {@return how many page states the architecture has: they are numbered from 0} */
+    abstract int stateCount();
+
+    /** Writes the architecture's own state besides the pages' (launched or not, a measurement). */
+    void exportOwn(DataOutputStream out) throws IOException {
+    }
+
+    /**
+     * Reads what {@link #exportOwn} wrote; {@return the change that takes it on, run only once
+     * the whole state read}
+     */
+    Runnable importOwn(DataInputStream in) throws IOException {
+        return () -> { };
+    }
 
     /** {@return the name of a page state} */
     protected abstract String stateName(int s);
@@ -205,6 +231,86 @@ public abstract sealed class ArchitectureModel implements Owner
         } catch (OwnerRefusal refusal) {
             System.arraycopy(before, 0, state, first, count);
             throw refusal;
+        }
+    }
+
+    /** {@return the architecture's name: only a model of the same architecture takes this one's state} */
+    @Override
+    public String kind() {
+        return architecture();
+    }
+
+    /**
+     * {@return UTF architecture, u8 cooperative guest, u32 pages, one u8 state per page, then
+     * the architecture's own launch state}
+     *
+     * @throws IllegalStateException when the model owns no binding yet
+     */
+    @Override
+    public final synchronized byte[] exportState() {
+        if (binding == null) {
+            throw new IllegalStateException(architecture() + " model owns no binding: it has no state to carry");
+        }
+        try {
+            ByteArrayOutputStream bytes = new ByteArrayOutputStream(state.length + 64);
+            DataOutputStream out = new DataOutputStream(bytes);
+            out.writeUTF(architecture());
+            out.writeBoolean(cooperativeGuest);
+            out.writeInt(state.length);
+            for (int s : state) {
+                out.writeByte(s);
+            }
+            exportOwn(out);
+            return bytes.toByteArray();
+        } catch (IOException e) {
+            throw new IllegalStateException("a byte array stream failed", e);
+        }
+    }
+
+    /**
+     * Takes on the state of a model of the same architecture at the source, for a binding of
+     * the same size: the pages' states replace those this model derived while the pages landed.
+     *
+     * @throws IllegalArgumentException for another architecture, another number of pages, a
+     *                                  state this architecture does not have, a cut state or
+     *                                  bytes after it, or a model that owns no binding yet;
+     *                                  the model is then unchanged
+     */
+    @Override
+    public final synchronized void importState(byte[] carried) {
+        if (binding == null) {
+            throw new IllegalArgumentException(architecture() + " model owns no binding to take a state for");
+        }
+        try {
+            DataInputStream in = new DataInputStream(new ByteArrayInputStream(carried));
+            String arch = in.readUTF();
+            if (!arch.equals(architecture())) {
+                throw new IllegalArgumentException("a " + arch + " state cannot go into a " + architecture() + " model");
+            }
+            boolean cooperative = in.readBoolean();
+            int pages = in.readInt();
+            if (pages != state.length) {
+                throw new IllegalArgumentException("a state of " + pages + " pages for a binding of " + state.length);
+            }
+            int[] next = new int[pages];
+            for (int i = 0; i < pages; i++) {
+                next[i] = in.readUnsignedByte();
+                if (next[i] >= stateCount()) {
+                    throw new IllegalArgumentException("page " + i + " has state " + next[i] + ", which "
+                            + architecture() + " does not have");
+                }
+            }
+            Runnable own = importOwn(in);
+            if (in.read() != -1) {
+                throw new IllegalArgumentException("bytes after the " + architecture() + " state");
+            }
+            state = next;
+            cooperativeGuest = cooperative;
+            prepared.clear();
+            own.run();
+            record("state imported", 0);
+        } catch (IOException e) {
+            throw new IllegalArgumentException("the " + architecture() + " state is cut", e);
         }
     }
 }

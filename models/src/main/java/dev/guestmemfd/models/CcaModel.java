@@ -33,6 +33,22 @@ public final class CcaModel extends ArchitectureModel {
     }
 
     @Override
+    int stateCount() {
+        return 3;
+    }
+
+    @Override
+    void exportOwn(java.io.DataOutputStream out) throws java.io.IOException {
+        out.writeBoolean(active);
+    }
+
+    @Override
+    Runnable importOwn(java.io.DataInputStream in) throws java.io.IOException {
+        boolean a = in.readBoolean();
+        return () -> active = a;
+    }
+
+    @Override
     protected String stateName(int s) {
         return switch (s) {
             case UNDELEGATED -> "undelegated";

@@ -32,6 +32,11 @@ public final class GunyahModel extends ArchitectureModel {
     }
 
     @Override
+    int stateCount() {
+        return 4;
+    }
+
+    @Override
     protected String stateName(int s) {
         return switch (s) {
             case HOST_ONLY -> "host only";

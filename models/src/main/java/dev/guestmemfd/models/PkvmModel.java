@@ -33,6 +33,11 @@ public final class PkvmModel extends ArchitectureModel {
     }
 
     @Override
+    int stateCount() {
+        return 3;
+    }
+
+    @Override
     protected String stateName(int s) {
         return switch (s) {
             case HOST_OWNED -> "host-owned";

@@ -39,6 +39,22 @@ public final class SevSnpModel extends ArchitectureModel {
     }
 
     @Override
+    int stateCount() {
+        return 3;
+    }
+
+    @Override
+    void exportOwn(java.io.DataOutputStream out) throws java.io.IOException {
+        out.writeBoolean(launched);
+    }
+
+    @Override
+    Runnable importOwn(java.io.DataInputStream in) throws java.io.IOException {
+        boolean l = in.readBoolean();
+        return () -> launched = l;
+    }
+
+    @Override
     protected String stateName(int s) {
         return switch (s) {
             case HYPERVISOR -> "hypervisor-owned";

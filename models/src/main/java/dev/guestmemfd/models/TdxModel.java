@@ -19,14 +19,61 @@ public final class TdxModel extends ArchitectureModel {
     static final int MAPPED = 3;
 
     private boolean finalized;
-    private final MessageDigest mrtd;
+    private MessageDigest mrtd;
+    /** The file offsets of the pages added, in order: what MRTD measures, so that a migration can carry it. */
+    private final java.util.List<Long> added = new java.util.ArrayList<>();
 
     public TdxModel() {
+        mrtd = newMrtd();
+    }
+
+    private static MessageDigest newMrtd() {
         try {
-            mrtd = MessageDigest.getInstance("SHA-384");
+            return MessageDigest.getInstance("SHA-384");
         } catch (NoSuchAlgorithmException e) {
             throw new IllegalStateException("every JDK has SHA-384", e);
         }
+    }
+
+    @Override
+    int stateCount() {
+        return 4;
+    }
+
+    /** u8 finalized, u32 pages added, then each one's file offset, in order. */
+    @Override
+    void exportOwn(java.io.DataOutputStream out) throws java.io.IOException {
+        out.writeBoolean(finalized);
+        out.writeInt(added.size());
+        for (long offset : added) {
+            out.writeLong(offset);
+        }
+    }
+
+    @Override
+    Runnable importOwn(java.io.DataInputStream in) throws java.io.IOException {
+        boolean f = in.readBoolean();
+        int count = in.readInt();
+        if (count < 0 || count > state.length) {
+            throw new IllegalArgumentException("a TDX state with " + count + " pages added to " + state.length);
+        }
+        java.util.List<Long> offsets = new java.util.ArrayList<>(count);
+        for (int i = 0; i < count; i++) {
+            offsets.add(in.readLong());
+        }
+        return () -> {
+            finalized = f;
+            added.clear();
+            mrtd = newMrtd();
+            for (long offset : offsets) {
+                measure(offset);
+            }
+        };
+    }
+
+    private void measure(long offset) {
+        added.add(offset);
+        mrtd.update(java.nio.ByteBuffer.allocate(8).putLong(0, offset));
     }
 
     @Override
@@ -134,7 +181,7 @@ public final class TdxModel extends ArchitectureModel {
             throw refuse(offset, "TDH.MEM.PAGE.ADD: the S-EPT entry is already present");
         }
         state[page] = MAPPED;
-        mrtd.update(java.nio.ByteBuffer.allocate(8).putLong(0, offset));
+        measure(offset);
         record("TDH.MEM.PAGE.ADD+TDH.MR.EXTEND", offset);
     }
 }
