@@ -11,4 +11,5 @@ module dev.guestmemfd {
     requires jdk.jfr;
 
     exports dev.guestmemfd;
+    exports dev.guestmemfd.migration;
 }
