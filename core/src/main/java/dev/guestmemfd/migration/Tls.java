@@ -225,7 +225,10 @@ final class Tls {
                     where + ": a record did not authenticate: altered in transit, or a replayed session (" + e.getMessage() + ")", e);
         }
         String why = e instanceof EOFException || text.contains("terminated") || text.contains("closed")
-                ? "the other end closed the connection" : "the connection failed";
+                ? "the other end closed the connection"
+                : text.contains("broken pipe") || text.contains("connection reset")
+                ? "the other end hung up (it refused what it received, or the network broke: its own error says which)"
+                : "the connection failed";
         return new ChannelException(ChannelException.Reason.BROKEN, where + ": " + why + " (" + e.getMessage() + ")", e);
     }
 
