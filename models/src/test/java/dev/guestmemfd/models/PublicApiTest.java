@@ -189,7 +189,7 @@ class PublicApiTest {
 
     @Test
     void theExportedPackagesAreTheLibrarysThree() {
-        assertThat(EXPORTED).containsExactly("dev.guestmemfd", "dev.guestmemfd.kvm", "dev.guestmemfd.models");
+        assertThat(EXPORTED).containsExactly("dev.guestmemfd", "dev.guestmemfd.kvm", "dev.guestmemfd.migration", "dev.guestmemfd.models");
         assertThat(TYPES).as("the classes found in them").contains(GuestMemory.class, Kvm.class, SevSnpModel.class)
                 .hasSizeGreaterThan(40);
     }
