@@ -109,22 +109,39 @@ final class GuestOptions {
      * private with its contents kept.
      */
     void fill(Machine machine) {
+        fill(machine, null);
+    }
+
+    /**
+     * As {@link #fill(Machine)}, the pages made private holding {@code privatePattern}
+     * repeated instead, when it is not null: a text a test can look for on the wire.
+     */
+    void fill(Machine machine, byte[] privatePattern) {
         long bytes = fillBytes();
         if (bytes == 0) {
             return;
         }
         long start = memory - bytes;
+        long half = bytes / 2 / GuestMemory.PAGE_SIZE * GuestMemory.PAGE_SIZE;
         HostMapping host = machine.hostMapping();
         byte[] chunk = new byte[1 << 20];
         SplittableRandom random = new SplittableRandom(bytes);
         try (ProgressBar bar = ProgressBar.onTerminal("filling ", bytes)) {
-            for (long at = start; at < memory; at += chunk.length) {
-                random.nextBytes(chunk);
-                host.write(at, java.lang.foreign.MemorySegment.ofArray(chunk).asSlice(0, Math.min(chunk.length, memory - at)));
-                bar.update(at + chunk.length - start);
+            for (long at = start; at < memory; ) {
+                long end = privatePattern != null && at < start + half ? start + half : memory;
+                int n = (int) Math.min(chunk.length, end - at);
+                if (privatePattern != null && at < start + half) {
+                    for (int i = 0; i < n; i++) {
+                        chunk[i] = privatePattern[(int) ((at - start + i) % privatePattern.length)];
+                    }
+                } else {
+                    random.nextBytes(chunk);
+                }
+                host.write(at, java.lang.foreign.MemorySegment.ofArray(chunk).asSlice(0, n));
+                at += n;
+                bar.update(at - start);
             }
         }
-        long half = bytes / 2 / GuestMemory.PAGE_SIZE * GuestMemory.PAGE_SIZE;
         if (half > 0) {
             machine.memory().convert(start, half, Attribute.PRIVATE, Content.PRESERVE);
         }

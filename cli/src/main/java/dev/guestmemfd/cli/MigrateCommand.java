@@ -3,9 +3,12 @@ package dev.guestmemfd.cli;
 import dev.guestmemfd.kvm.Kvm;
 import dev.guestmemfd.kvm.Machine;
 import dev.guestmemfd.kvm.Migration;
+import dev.guestmemfd.migration.MigrationChannel;
+import dev.guestmemfd.migration.MigrationListener;
 import java.io.BufferedReader;
 import java.io.InputStreamReader;
 import java.net.InetAddress;
+import java.net.InetSocketAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
 import java.nio.charset.StandardCharsets;
@@ -23,11 +26,14 @@ import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
 import picocli.CommandLine.Option;
 
-@Command(name = "migrate", mixinStandardHelpOptions = true, description = {
+@Command(name = "migrate", mixinStandardHelpOptions = true, subcommands = MigrateKeysCommand.class, description = {
     "Move a running guest to another process over loopback TCP, its private pages and registers",
     "sealed by the two owners: pre-copy where the memslots log dirty pages (memfd, memfd_secret),",
     "stop-and-copy where the kernel refuses (guest_memfd). --demo runs both ends here and checks",
-    "that the guest's count carries on; --listen and --to run one end each, in two terminals."})
+    "that the guest's count carries on; --listen and --to run one end each, in two terminals.",
+    "Between hosts: --listen ADDR:PORT and --connect ADDR:PORT with --identity and --peer, over TLS 1.3",
+    "where each end proves who it is (`gmem migrate keys --out DIR` makes an example set). Without KVM",
+    "they move a guest memory file instead of a guest."})
 final class MigrateCommand implements Callable<Integer> {
     @Option(names = "--demo", description = "Migrate a counting guest to a child process of this command.")
     boolean demo;
@@ -41,9 +47,29 @@ final class MigrateCommand implements Callable<Integer> {
     @Option(names = "--receive", hidden = true, description = "Be the demo's destination: listen, print the port, restore, run.")
     boolean receive;
 
-    @Option(names = "--listen", paramLabel = "PORT",
-            description = "Be the destination: listen on 127.0.0.1:PORT (0: any free port, printed), take one guest, run it.")
-    Integer listen;
+    @Option(names = "--listen", paramLabel = "[ADDR:]PORT",
+            description = "Be the destination: listen on ADDR:PORT (PORT alone: 127.0.0.1; 0: any free port, printed), take one guest, run it."
+                    + " Any address but loopback needs --identity and --peer.")
+    String listen;
+
+    @Option(names = "--connect", paramLabel = "ADDR:PORT",
+            description = "Be the source over the authenticated channel: run the guest, then move it to a `gmem migrate --listen` there"
+                    + " that proves to be --peer. Needs --identity and --peer.")
+    String connect;
+
+    @Option(names = "--identity", paramLabel = "FILE",
+            description = "This end's identity: a PKCS12 keystore (mode 0600) with one private key; its password in FILE's sibling NAME.password (0600).")
+    java.nio.file.Path identity;
+
+    @Option(names = "--peer", paramLabel = "FILE", description = "The other end's certificate (PEM or DER): the only one this end accepts.")
+    java.nio.file.Path peer;
+
+    @Option(names = "--timeout", paramLabel = "SECONDS", defaultValue = "60",
+            description = "How long the authenticated channel waits for the other end: to connect, for the handshake, for each read (default: ${DEFAULT-VALUE}).")
+    int timeoutSeconds;
+
+    @Option(names = "--secret", hidden = true, description = "Fill the private pages with this text repeated (for tests that look for it on the wire).")
+    String secret;
 
     @Option(names = "--to", paramLabel = "HOST:PORT",
             description = "Be the source: run the counting guest, then move it to a `gmem migrate --listen` there.")
@@ -78,13 +104,26 @@ final class MigrateCommand implements Callable<Integer> {
     @Override
     public Integer call() throws Exception {
         // The arguments first, then the host: a wrong command line is told as such on any host.
-        int modes = (demo ? 1 : 0) + (receive ? 1 : 0) + (receiveMemory ? 1 : 0) + (listen != null ? 1 : 0) + (to != null ? 1 : 0);
+        int modes = (demo ? 1 : 0) + (receive ? 1 : 0) + (receiveMemory ? 1 : 0) + (listen != null ? 1 : 0)
+                + (to != null ? 1 : 0) + (connect != null ? 1 : 0);
         if (modes != 1) {
             throw Failure.usage(modes == 0 ? "say --demo (both ends here), or --listen PORT and --to HOST:PORT (one end each)"
-                    : "--demo, --listen and --to exclude each other: choose one");
+                    : "--demo, --listen, --to and --connect exclude each other: choose one");
         }
-        if (listen != null && (listen < 0 || listen > 65535)) {
-            throw Failure.usage("--listen " + listen + ": a port is 0 to 65535");
+        java.net.InetSocketAddress listenAt = listen == null ? null : ChannelOptions.address("--listen", listen, true);
+        java.net.InetSocketAddress connectTo = connect == null ? null : ChannelOptions.address("--connect", connect, false);
+        ChannelOptions channel = ChannelOptions.of(identity, peer, timeoutSeconds);
+        if (channel == null && connect != null) {
+            throw Failure.usage("--connect needs --identity FILE and --peer FILE: the channel proves who is at each end");
+        }
+        if (channel == null && listenAt != null && !listenAt.getAddress().isLoopbackAddress()) {
+            throw Failure.usage("--listen " + listen + ": any address but loopback needs --identity FILE and --peer FILE");
+        }
+        if (channel != null && (demo || receive || to != null)) {
+            throw Failure.usage("--identity and --peer go with --listen or --connect");
+        }
+        if (secret != null && secret.isEmpty()) {
+            throw Failure.usage("--secret: an empty text");
         }
         String toHost = null;
         int toPort = 0;
@@ -110,6 +149,10 @@ final class MigrateCommand implements Callable<Integer> {
         if (receiveMemory) {
             return MemoryMigrateDemo.receive();
         }
+        if (channel != null) {
+            channel.load();
+            return listenAt != null ? listenOnChannel(channel, listenAt) : connectOverChannel(channel, connectTo);
+        }
         if (demo && (memoryOnly || Kvm.unavailableReason().isPresent())) {
             return new MemoryMigrateDemo(guest, ownerModel, writeRate, runMs, json).run();
         }
@@ -118,7 +161,7 @@ final class MigrateCommand implements Callable<Integer> {
             return receiveAndRun();
         }
         if (listen != null) {
-            return listenAndRun(listen);
+            return listenAndRun(listenAt.getPort());
         }
         if (to != null) {
             return sendTo(toHost, toPort);
@@ -188,13 +231,18 @@ final class MigrateCommand implements Callable<Integer> {
 
     /** Boots the counting guest, fills its share, runs it a while and moves it through {@code socket}. */
     private Sent send(Machine.Config config, Socket socket) throws Exception {
+        return send(config, socket.getOutputStream(), socket.getInputStream());
+    }
+
+    /** Boots the counting guest, fills its share, runs it a while and moves it through the two streams. */
+    private Sent send(Machine.Config config, java.io.OutputStream to, java.io.InputStream from) throws Exception {
         try (Kvm kvm = Kvm.open(); Machine source = Machine.boot(kvm, config)) {
-            guest.fill(source);
+            guest.fill(source, secret == null ? null : secret.getBytes(StandardCharsets.UTF_8));
             long allocated = source.memory().pageCounts().allocated() * dev.guestmemfd.GuestMemory.PAGE_SIZE;
             Machine.Running running = source.start();
             Thread.sleep(runMs);
             try (ProgressBar bar = ProgressBar.onTerminal("migrating", allocated)) {
-                Migration.Report report = Migration.send(running, bar.track(socket.getOutputStream()), socket.getInputStream(),
+                Migration.Report report = Migration.send(running, bar.track(to), from,
                         Migration.Options.defaults().withPreCopy(!stopAndCopy));
                 return new Sent(report, allocated);
             }
@@ -239,20 +287,82 @@ final class MigrateCommand implements Callable<Integer> {
             System.out.println("listening on 127.0.0.1:" + server.getLocalPort());
             System.out.flush();
             try (Socket socket = server.accept(); Machine machine = Migration.receive(kvm, socket)) {
-                List<Long> ticks = ticks(machine.run(Duration.ofMillis(runMs)).serial());
-                Map<String, Object> out = new LinkedHashMap<>();
-                out.put("backing", GuestOptions.name(machine.config().backing()));
-                out.put("memoryBytes", machine.config().memorySize());
-                out.put("firstTick", ticks.isEmpty() ? 0 : ticks.getFirst());
-                out.put("lastTick", ticks.isEmpty() ? 0 : ticks.getLast());
-                if (json) {
-                    System.out.println(Json.write(out));
-                } else {
-                    System.out.printf(Locale.ROOT, "received a guest from %s; it counted on from tick %d to %d%n",
-                            socket.getRemoteSocketAddress(), out.get("firstTick"), out.get("lastTick"));
-                }
-                return ticks.isEmpty() ? 1 : 0;
+                return runReceived(machine, socket.getRemoteSocketAddress().toString());
             }
+        }
+    }
+
+    /** Runs a guest that arrived from {@code from} and reports how its count carried on. */
+    private int runReceived(Machine machine, String from) throws InterruptedException {
+        List<Long> ticks = ticks(machine.run(Duration.ofMillis(runMs)).serial());
+        Map<String, Object> out = new LinkedHashMap<>();
+        out.put("backing", GuestOptions.name(machine.config().backing()));
+        out.put("memoryBytes", machine.config().memorySize());
+        out.put("firstTick", ticks.isEmpty() ? 0 : ticks.getFirst());
+        out.put("lastTick", ticks.isEmpty() ? 0 : ticks.getLast());
+        if (json) {
+            System.out.println(Json.write(out));
+        } else {
+            System.out.printf(Locale.ROOT, "received a guest from %s; it counted on from tick %d to %d%n",
+                    from, out.get("firstTick"), out.get("lastTick"));
+        }
+        return ticks.isEmpty() ? 1 : 0;
+    }
+
+    /**
+     * The destination between hosts: listens on any address, takes one connection that proves
+     * to be the peer, and receives a guest (with KVM) or a guest memory file (without).
+     */
+    private int listenOnChannel(ChannelOptions channel, java.net.InetSocketAddress at) throws Exception {
+        try (MigrationListener listener = MigrationListener.bind(at, channel.identity(), channel.peer())) {
+            InetSocketAddress bound = listener.address();
+            System.out.println("listening on " + bound.getAddress().getHostAddress() + ":" + bound.getPort()
+                    + " for " + channel.peer().certificate().getSubjectX500Principal().getName());
+            System.out.flush();
+            try (MigrationChannel ch = listener.accept(channel.timeout())) {
+                if (!Kvm.available()) {
+                    Map<String, Object> out = MemoryOverChannel.receive(ch);
+                    print(out, "received a guest memory file of %,d bytes from %s, %,d bytes of it allocated; its digest went back%n",
+                            out.get("memoryBytes"), ch.peerName(), out.get("allocatedBytes"));
+                    return 0;
+                }
+                try (Kvm kvm = Kvm.open(); Machine machine = Migration.receive(kvm, ch.in(), ch.out())) {
+                    return runReceived(machine, ch.peerName());
+                }
+            }
+        }
+    }
+
+    /** The source between hosts: connects, proves both ends, and moves a guest (with KVM) or a guest memory file. */
+    private int connectOverChannel(ChannelOptions channel, java.net.InetSocketAddress address) throws Exception {
+        if (!Kvm.available()) {
+            try (MigrationChannel ch = MigrationChannel.connect(address, channel.identity(), channel.peer(), channel.timeout())) {
+                Map<String, Object> out = MemoryOverChannel.send(ch, guest.memory, guest.allocatedPercent,
+                        secret == null ? null : secret.getBytes(StandardCharsets.UTF_8));
+                boolean arrived = (Boolean) out.get("arrived");
+                print(out, "moved a guest memory file of %,d bytes to %s: %s%n", out.get("memoryBytes"), ch.peerName(),
+                        arrived ? "it arrived whole (the digests agree)" : "IT DID NOT ARRIVE WHOLE");
+                return arrived ? 0 : 1;
+            }
+        }
+        Machine.Config config = guest.config(HostInfo.probe());
+        Sent sent;
+        try (MigrationChannel ch = MigrationChannel.connect(address, channel.identity(), channel.peer(), channel.timeout())) {
+            sent = send(config, ch.out(), ch.in());
+        }
+        List<Long> ticks = ticks(sent.report().source().serial());
+        Map<String, Object> out = reportJson(config, sent);
+        out.put("lastTickAtSource", ticks.isEmpty() ? 0 : ticks.getLast());
+        print(out, "the guest counted to %d here, then moved to %s over the authenticated channel by %s%n",
+                out.get("lastTickAtSource"), address, out.get("path"));
+        return 0;
+    }
+
+    private void print(Map<String, Object> out, String format, Object... args) {
+        if (json) {
+            System.out.println(Json.write(out));
+        } else {
+            System.out.printf(Locale.ROOT, format, args);
         }
     }
 
