@@ -115,6 +115,11 @@ public final class GuestMemory implements AutoCloseable {
     /** Written under the lock; read without it for the early EBADF, as a closed fd fails first. */
     private volatile boolean closed;
     private Duration pinWait = DEFAULT_PIN_WAIT;
+    /**
+     * The lazy restore still bringing pages into this file, or null: every library access
+     * asks it to fetch its range first, so no Java code touches a page that is not there yet.
+     */
+    volatile LazyRestore lazyRestore;
 
     private GuestMemory(BackingFile file, Backing backing, Set<Flag> flags) {
         this.file = file;
@@ -327,6 +332,7 @@ public final class GuestMemory implements AutoCloseable {
             if (!punch && (offset > size || length > size - offset)) {
                 throw new GuestMemoryException(Errno.EINVAL, op, "allocation past the end of the " + size + "-byte file", -1);
             }
+            fetchFirst(op, offset, length);  // a later fetch would bring back what this frees
             lock.lock();
             try {
                 ensureOpen(op);
@@ -478,6 +484,7 @@ public final class GuestMemory implements AutoCloseable {
             java.util.Objects.requireNonNull(content, "content");
             ensureOpen(op);
             checkRange(op, offset, length);
+            fetchFirst(op, offset, length);
             lock.lock();
             try {
                 ensureOpen(op);
@@ -773,6 +780,7 @@ public final class GuestMemory implements AutoCloseable {
         String op = "pin(offset=" + offset + ", len=" + length + ")";
         ensureOpen(op);
         checkRange(op, offset, length);
+        fetchFirst(op, offset, length);
         lock.lock();
         try {
             ensureOpen(op);
@@ -824,6 +832,7 @@ public final class GuestMemory implements AutoCloseable {
      */
     private <T> T withHostAccess(HostMapping mapping, long fileOffset, long length, String op,
                                  java.util.function.Supplier<T> access) {
+        fetchFirst(op, fileOffset, length);
         lock.lock();
         try {
             ensureOpen(op);
@@ -894,6 +903,10 @@ public final class GuestMemory implements AutoCloseable {
      * shared and inside the file. On any failure nothing stays announced.
      */
     private void enterHost(HostMapping mapping, long fileOffset, long length, String kind) {
+        LazyRestore restore = lazyRestore;
+        if (restore != null) {
+            restore.ensureResident(kind, fileOffset, length);
+        }
         long first = page(fileOffset);
         long end = Math.min(pages, page(fileOffset + length + PAGE_SIZE - 1));
         boolean entered = first < end && length > 0;
@@ -1099,6 +1112,17 @@ public final class GuestMemory implements AutoCloseable {
         file.keep(view);
     }
 
+    /**
+     * Brings {@code [offset, offset + length)} in from a lazy restore still running, before the
+     * caller touches it; nothing when none runs.
+     */
+    void fetchFirst(String op, long offset, long length) {
+        LazyRestore restore = lazyRestore;
+        if (restore != null) {
+            restore.ensureResident(op, offset, length);
+        }
+    }
+
     /** Runs {@code action} with the lock held, after checking that the file is open. */
     void locked(String op, Runnable action) {
         lock.lock();
@@ -1175,6 +1199,7 @@ public final class GuestMemory implements AutoCloseable {
      */
     public List<PageRun> pageRuns() {
         String op = "pageRuns()";
+        fetchFirst(op, 0, size);  // residency is read from the file: every page must be in it
         RunMap privates = new RunMap(false);
         RunMap allocated = new RunMap(false);
         lock.lock();
@@ -1312,6 +1337,10 @@ public final class GuestMemory implements AutoCloseable {
      */
     @Override
     public void close() {
+        LazyRestore restore = lazyRestore;
+        if (restore != null && !closed) {
+            restore.close();  // its threads stop before the mapping they fill goes away
+        }
         RuntimeException ownerFailure = null;
         lock.lock();
         try {
