@@ -72,7 +72,8 @@ public final class LazyRestore implements AutoCloseable {
      * @param zeroFaults   faults answered with a zero page (holes) or that found the page there
      * @param hostFetches  fetches made for host code through the library
      * @param pulled       fetches made by the background pull
-     * @param faultP50Us   median time to serve a fault that fetched, microseconds
+     * @param faultP50Us   median time to serve a page on demand (a fault or a library access
+     *                     that fetched), microseconds: from the demand to the page in the file
      * @param faultP99Us   99th percentile of the same
      * @param firstAccessNanos from {@link #start} to the file being usable (the return of start)
      * @param residentNanos from {@link #start} until every page was in the file, or -1
@@ -316,8 +317,10 @@ public final class LazyRestore implements AutoCloseable {
         for (int p = first; p < end; p++) {
             byte state = states.get(p);
             if (state == PageStates.ABSENT && states.claim(p)) {
+                long start = System.nanoTime();
                 hostFetches.incrementAndGet();
                 fetchClaimed(p);
+                sample(System.nanoTime() - start);
                 state = states.get(p);
             } else if (state == PageStates.FETCHING) {
                 try {
