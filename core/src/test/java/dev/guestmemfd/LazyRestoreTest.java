@@ -501,6 +501,7 @@ class LazyRestoreTest {
             Binding owner = target.bind(new Owner() { }, 0, PAGES * PAGE);
             try (LazyRestore restore = LazyRestore.start(List.of(owner), source, s -> { })) {
                 assertThat(restore.eagerReason()).isPresent();
+                System.out.println(backing + ": " + restore.eagerReason().get());
                 assertThat(restore.isComplete()).isTrue();
                 assertThat(restore.await(Duration.ZERO)).isTrue();
                 assertThat(bytes(owner.pages().asSlice(0, PAGE))).containsOnly(0x11);
