@@ -1198,8 +1198,17 @@ public final class GuestMemory implements AutoCloseable {
      * @throws GuestMemoryException {@code EBADF} when closed, also when closed during the call
      */
     public List<PageRun> pageRuns() {
+        fetchFirst("pageRuns()", 0, size);  // residency is read from the file: every page must be in it
+        return pageRuns(true);
+    }
+
+    /**
+     * {@return the runs as {@link #pageRuns()}, or, without {@code scanResidency}, with only
+     * the pages the library allocated counted as allocated} The cheap form is for a caller
+     * that knows from the kernel that no page is allocated (a lazy restore's empty target).
+     */
+    List<PageRun> pageRuns(boolean scanResidency) {
         String op = "pageRuns()";
-        fetchFirst(op, 0, size);  // residency is read from the file: every page must be in it
         RunMap privates = new RunMap(false);
         RunMap allocated = new RunMap(false);
         lock.lock();
@@ -1217,7 +1226,7 @@ public final class GuestMemory implements AutoCloseable {
             if (hook != null) {
                 hook.run();
             }
-            for (long chunk = 0; chunk < size; chunk += RESIDENCY_SCAN_BYTES) {
+            for (long chunk = 0; scanResidency && chunk < size; chunk += RESIDENCY_SCAN_BYTES) {
                 ensureOpen(op);  // close() waits for this scan: leave at once
                 BackingFile.forEachResidentRun(file, chunk, Math.min(RESIDENCY_SCAN_BYTES, size - chunk),
                         (o, l) -> allocated.set(page(o), page(o + l), true));

@@ -1,6 +1,7 @@
 package dev.guestmemfd;
 
 import dev.guestmemfd.internal.PageStates;
+import dev.guestmemfd.linux.Fd;
 import dev.guestmemfd.linux.LinuxException;
 import dev.guestmemfd.linux.Userfaultfd;
 import java.io.IOException;
@@ -143,7 +144,10 @@ public final class LazyRestore implements AutoCloseable {
         if (source.fileSize() != memory.size()) {
             throw new GuestMemoryException(Errno.EINVAL, op, "the source is of a " + source.fileSize() + "-byte file", -1);
         }
-        List<PageRun> before = memory.pageRuns();
+        // On a memfd the kernel counts the allocated blocks: none means empty, without the
+        // residency scan of every page (tens of ms per GiB, the largest part of the start).
+        boolean emptyMemfd = memory.backing() == Backing.MEMFD && Fd.fstat(memory.fd()).blocks() == 0;
+        List<PageRun> before = memory.pageRuns(!emptyMemfd);
         for (PageRun run : before) {
             if (run.allocated()) {
                 throw new GuestMemoryException(Errno.EINVAL, op, "the target file already holds memory (at offset "
@@ -156,8 +160,10 @@ public final class LazyRestore implements AutoCloseable {
         // The layout first: the file is empty, so each conversion only flips attributes and
         // asks the owners; a private page is private before its bytes exist.
         try {
-            for (PageRun run : source.layout()) {
-                memory.convert(run.offset(), run.length(), run.attribute(), Content.ZERO);
+            for (PageRun run : attributeRuns(source.layout())) {
+                if (!alreadyIs(before, run)) {
+                    memory.convert(run.offset(), run.length(), run.attribute(), Content.ZERO);
+                }
             }
         } catch (RuntimeException e) {
             undoLayout(memory, before, e);
@@ -190,6 +196,31 @@ public final class LazyRestore implements AutoCloseable {
         restore.server = Thread.ofPlatform().daemon().name("gmem-uffd-" + memory.fd()).start(restore::serve);
         restore.pull = Thread.ofPlatform().daemon().name("gmem-pull-" + memory.fd()).start(restore::pullAll);
         return restore;
+    }
+
+    /** {@return the layout's runs merged by attribute alone: one conversion per run of equal attribute} */
+    private static List<PageRun> attributeRuns(List<PageRun> layout) {
+        List<PageRun> merged = new ArrayList<>();
+        for (PageRun run : layout) {
+            PageRun last = merged.isEmpty() ? null : merged.getLast();
+            if (last != null && last.attribute() == run.attribute() && last.offset() + last.length() == run.offset()) {
+                merged.set(merged.size() - 1, new PageRun(last.offset(), last.length() + run.length(), run.attribute(), false));
+            } else {
+                merged.add(run);
+            }
+        }
+        return merged;
+    }
+
+    /** {@return true when every page of {@code run} already has its attribute in {@code before}} */
+    private static boolean alreadyIs(List<PageRun> before, PageRun run) {
+        long end = run.offset() + run.length();
+        for (PageRun b : before) {
+            if (b.offset() < end && run.offset() < b.offset() + b.length() && b.attribute() != run.attribute()) {
+                return false;
+            }
+        }
+        return true;
     }
 
     /** Puts the attributes back as they were before the layout, after {@code cause}. */

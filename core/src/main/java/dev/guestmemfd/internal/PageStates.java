@@ -36,12 +36,14 @@ public final class PageStates {
 
     /** Marks {@code [first, end)} as pages whose bytes must be fetched; before any fetch starts. */
     public void expect(int first, int end) {
+        long added = 0;
         for (int p = first; p < end; p++) {
             if (states[p] != ABSENT) {
                 states[p] = ABSENT;
-                absent.incrementAndGet();
+                added++;
             }
         }
+        absent.addAndGet(added);
         VarHandle.fullFence();
     }
 
