@@ -320,9 +320,10 @@ public final class LazyRestore implements AutoCloseable {
             pagesFetched.addAndGet(end - first);
             states.finish(first, end, PageStates.DONE);
         } catch (IOException | RuntimeException e) {
-            states.finish(first, end, PageStates.FAILED);
+            // The failure first: a thread that waits on these pages wakes to find it set.
             fail(e instanceof GuestMemoryException g ? g
                     : new GuestMemoryException(Errno.EIO, "lazyRestore", "the page source failed: " + e, p * PAGE));
+            states.finish(first, end, PageStates.FAILED);
         }
     }
 
