@@ -100,6 +100,7 @@ public final class Binding implements AutoCloseable {
         if (at - offset > length - rounded) {
             throw new GuestMemoryException(Errno.EINVAL, op, "pages must be aligned and inside the binding", -1);
         }
+        memory.fetchFirst(op, at, rounded);  // it writes through the owner's view: the pages must be in
         memory.locked(op, () -> {
             ensureOpen(op);
             memory.checkNotPoisoned(op, at, rounded);

@@ -123,6 +123,11 @@ public final class GuestMemory implements AutoCloseable {
     /** Written under the lock; read without it for the early EBADF, as a closed fd fails first. */
     private volatile boolean closed;
     private Duration pinWait = DEFAULT_PIN_WAIT;
+    /**
+     * The lazy restore still bringing pages into this file, or null: every library access
+     * asks it to fetch its range first, so no Java code touches a page that is not there yet.
+     */
+    volatile LazyRestore lazyRestore;
 
     /** Package-private for the test that runs the kernel-conversion path on a kernel that lacks it. */
     GuestMemory(BackingFile file, Backing backing, Set<Flag> flags) {
@@ -355,6 +360,7 @@ public final class GuestMemory implements AutoCloseable {
             if (!punch && (offset > size || length > size - offset)) {
                 throw new GuestMemoryException(Errno.EINVAL, op, "allocation past the end of the " + size + "-byte file", -1);
             }
+            fetchFirst(op, offset, length);  // a later fetch would bring back what this frees
             lock.lock();
             try {
                 ensureOpen(op);
@@ -522,6 +528,7 @@ public final class GuestMemory implements AutoCloseable {
                 // The host cannot vouch for what the guest reads: the kernel refuses this whatever the VM type.
                 throw new GuestMemoryException(Errno.EOPNOTSUPP, op, "ZERO is a content mode towards shared only", offset);
             }
+            fetchFirst(op, offset, length);
             lock.lock();
             try {
                 ensureOpen(op);
@@ -887,6 +894,7 @@ public final class GuestMemory implements AutoCloseable {
         String op = "pin(offset=" + offset + ", len=" + length + ")";
         ensureOpen(op);
         checkRange(op, offset, length);
+        fetchFirst(op, offset, length);
         lock.lock();
         try {
             ensureOpen(op);
@@ -939,6 +947,7 @@ public final class GuestMemory implements AutoCloseable {
      */
     private <T> T withHostAccess(HostMapping mapping, long fileOffset, long length, String op,
                                  java.util.function.Supplier<T> access) {
+        fetchFirst(op, fileOffset, length);
         lock.lock();
         try {
             ensureOpen(op);
@@ -1009,6 +1018,10 @@ public final class GuestMemory implements AutoCloseable {
      * shared and inside the file. On any failure nothing stays announced.
      */
     private void enterHost(HostMapping mapping, long fileOffset, long length, String kind) {
+        LazyRestore restore = lazyRestore;
+        if (restore != null) {
+            restore.ensureResident(kind, fileOffset, length);
+        }
         long first = page(fileOffset);
         long end = Math.min(pages, page(fileOffset + length + PAGE_SIZE - 1));
         boolean entered = first < end && length > 0;
@@ -1221,6 +1234,17 @@ public final class GuestMemory implements AutoCloseable {
     /** Keeps a binding's arena that a native call holds; see {@link BackingFile#keep}. */
     void keepOwnerView(Arena view) {
         file.keep(view);
+    }
+
+    /**
+     * Brings {@code [offset, offset + length)} in from a lazy restore still running, before the
+     * caller touches it; nothing when none runs.
+     */
+    void fetchFirst(String op, long offset, long length) {
+        LazyRestore restore = lazyRestore;
+        if (restore != null) {
+            restore.ensureResident(op, offset, length);
+        }
     }
 
     /** Runs {@code action} with the lock held, after checking that the file is open. */
@@ -1603,6 +1627,16 @@ public final class GuestMemory implements AutoCloseable {
      * @throws GuestMemoryException {@code EBADF} when closed, also when closed during the call
      */
     public List<PageRun> pageRuns() {
+        fetchFirst("pageRuns()", 0, size);  // residency is read from the file: every page must be in it
+        return pageRuns(true);
+    }
+
+    /**
+     * {@return the runs as {@link #pageRuns()}, or, without {@code scanResidency}, with only
+     * the pages the library allocated counted as allocated} The cheap form is for a caller
+     * that knows from the kernel that no page is allocated (a lazy restore's empty target).
+     */
+    List<PageRun> pageRuns(boolean scanResidency) {
         String op = "pageRuns()";
         RunMap privates = new RunMap(false);
         RunMap allocated = new RunMap(false);
@@ -1621,7 +1655,7 @@ public final class GuestMemory implements AutoCloseable {
             if (hook != null) {
                 hook.run();
             }
-            for (long chunk = 0; chunk < size; chunk += RESIDENCY_SCAN_BYTES) {
+            for (long chunk = 0; scanResidency && chunk < size; chunk += RESIDENCY_SCAN_BYTES) {
                 ensureOpen(op);  // close() waits for this scan: leave at once
                 BackingFile.forEachResidentRun(file, chunk, Math.min(RESIDENCY_SCAN_BYTES, size - chunk),
                         (o, l) -> allocated.set(page(o), page(o + l), true));
@@ -1742,6 +1776,10 @@ public final class GuestMemory implements AutoCloseable {
      */
     @Override
     public void close() {
+        LazyRestore restore = lazyRestore;
+        if (restore != null && !closed) {
+            restore.close();  // its threads stop before the mapping they fill goes away
+        }
         RuntimeException ownerFailure = null;
         lock.lock();
         try {

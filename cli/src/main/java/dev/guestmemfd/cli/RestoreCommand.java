@@ -22,7 +22,9 @@ import picocli.CommandLine.Parameters;
 
 @Command(name = "restore", mixinStandardHelpOptions = true, description = {
     "Load a guest saved by `gmem snapshot` and run it on: the file is checked as it is read (a",
-    "cut, altered or wrong-key file is refused, EBADMSG, and nothing runs)."})
+    "cut, altered or wrong-key file is refused, EBADMSG, and nothing runs).",
+    "With --lazy: restore the file's memory lazily (no guest, no KVM needed) and time it next",
+    "to the eager restore of the same file: first access, full residency, on-demand fetches."})
 final class RestoreCommand implements Callable<Integer> {
     @Parameters(index = "0", defaultValue = "guest.gsnap", description = "The snapshot file (default: ${DEFAULT-VALUE}).")
     Path file;
@@ -36,6 +38,14 @@ final class RestoreCommand implements Callable<Integer> {
     @Option(names = "--json", description = "Print one JSON object.")
     boolean json;
 
+    @Option(names = "--lazy", description = "Restore the memory lazily through userfaultfd and report firstAccessMs, "
+            + "residentMs, eagerMs, faults and faultP99Us.")
+    boolean lazy;
+
+    @Option(names = "--touch", defaultValue = "1000", description = "With --lazy: pages a workload reads at random "
+            + "while the background pull runs (default: ${DEFAULT-VALUE}).")
+    int touch;
+
     @Override
     public Integer call() throws Exception {
         // The arguments and files first, then the host: a wrong path is told as such on any host.
@@ -45,6 +55,9 @@ final class RestoreCommand implements Callable<Integer> {
         UserFiles.requireReadable("snapshot file", file);
         Path keyFile = key != null ? key : SnapshotKey.besides(file);
         var secret = SnapshotKey.read(keyFile);
+        if (lazy) {
+            return LazyRestoreRun.run(file, secret, touch, json);
+        }
         GuestOptions.requireKvm("restore (it runs the guest; `gmem snapshot verify " + file + "` checks the file without KVM)");
         Map<String, Object> out = new LinkedHashMap<>();
         try (Kvm kvm = Kvm.open()) {

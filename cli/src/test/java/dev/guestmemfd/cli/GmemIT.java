@@ -704,6 +704,36 @@ class GmemIT {
         assertOneLineError(withoutKvm(null, "snapshot", "verify", file.toString(), "--key", other.toString()), "not a snapshot key");
     }
 
+    /** Runs on every host: restore --lazy needs no KVM, times itself next to the eager restore, and refuses a bad file. */
+    @Test
+    void lazyRestoreReportsItsTimesBesideTheEagerOneWithoutKvm(@TempDir Path dir) throws Exception {
+        Path file = dir.resolve("lazy.gsnap");
+        Path key = dir.resolve("lazy.gsnap.key");
+        byte[] keyBytes = new byte[32];
+        new java.security.SecureRandom().nextBytes(keyBytes);
+        Files.write(key, keyBytes);
+        Files.write(file, SnapshotStreams.counterGuest(new javax.crypto.spec.SecretKeySpec(keyBytes, "AES")));
+
+        Result r = withoutKvm(null, "restore", "--lazy", file.toString(), "--json", "--touch", "20");
+        assertThat(r.status()).as(r.err()).isZero();
+        Map<String, Object> v = json(r.out());
+        assertThat(v).containsKeys("firstAccessMs", "residentMs", "eagerMs", "faults", "faultP99Us");
+        assertThat(v.get("memoryBytes")).isEqualTo(SnapshotStreams.MEMORY);
+        assertThat(v.get("allocatedBytes")).isEqualTo(5 * 4096L);
+        assertThat(v.get("lazy")).isEqualTo(true);
+
+        Result text = withoutKvm(null, "restore", "--lazy", file.toString());
+        assertThat(text.status()).as(text.err()).isZero();
+        assertThat(text.out()).contains("eager restore", "first access after", "all resident after");
+
+        byte[] flipped = Files.readAllBytes(file);
+        flipped[SnapshotStreams.indexOfSharedByte(flipped)] ^= 1;
+        Path altered = dir.resolve("altered.gsnap");
+        Files.write(altered, flipped);
+        assertOneLineError(withoutKvm(null, "restore", "--lazy", altered.toString(), "--key", key.toString()), "EBADMSG");
+        assertOneLineError(withoutKvm(null, "restore", "--lazy", file.toString(), "--touch", "-1"), "--touch");
+    }
+
     @Test
     void badArgumentsGetUsageHelpAndErrorsOneLine() throws Exception {
         Result bad = gmem(null, "map", "--no-such-option");

@@ -1,0 +1,356 @@
+package dev.guestmemfd;
+
+import static dev.guestmemfd.SnapshotFormat.CHUNK;
+import static dev.guestmemfd.SnapshotFormat.END;
+import static dev.guestmemfd.SnapshotFormat.MAX_STATE;
+import static dev.guestmemfd.SnapshotFormat.PRIVATE;
+import static dev.guestmemfd.SnapshotFormat.PRIVATE_HOLE;
+import static dev.guestmemfd.SnapshotFormat.RECORD_HEADER_BYTES;
+import static dev.guestmemfd.SnapshotFormat.STATE;
+import static dev.guestmemfd.SnapshotFormat.TAG_BYTES;
+import static dev.guestmemfd.SnapshotFormat.TRAILER_BYTES;
+import static dev.guestmemfd.SnapshotFormat.TRAILER_RECORD;
+import static dev.guestmemfd.SnapshotFormat.bad;
+
+import java.io.ByteArrayInputStream;
+import java.io.DataInputStream;
+import java.io.EOFException;
+import java.io.IOException;
+import java.lang.foreign.MemorySegment;
+import java.lang.foreign.ValueLayout;
+import java.nio.ByteBuffer;
+import java.nio.channels.FileChannel;
+import java.nio.file.Path;
+import java.nio.file.StandardOpenOption;
+import java.security.MessageDigest;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.BitSet;
+import java.util.List;
+import javax.crypto.SecretKey;
+
+/**
+ * A snapshot file as a {@link PageSource}: an index from each page to the last record that
+ * names it (so a page sent in several pre-copy rounds is fetched once, with its final bytes),
+ * built from the record headers alone. Page bytes are read with positional reads, so any
+ * number of threads read at once; a sealed record is opened (its tag checked) on every read.
+ * Shared records and holes are only covered by the sealed digest at the end, which
+ * {@link #verify} checks over the whole file.
+ */
+final class SnapshotFileSource implements PageSource {
+    private static final int NONE = -1;
+
+    private final FileChannel channel;
+    private final SecretKey key;
+    private final byte[] streamId;
+    private final long fileSize;
+    private final Snapshot.ReplayGuard replays;
+    /** Per page: the index of the last record naming it with bytes, or {@link #NONE}. */
+    private final int[] recordOf;
+    /** Per record with bytes: the file position of its body, its offset, length, number and kind. */
+    private final long[] bodyAt;
+    private final long[] offsets;
+    private final int[] lengths;
+    private final long[] numbers;
+    private final boolean[] sealed;
+    private final List<PageRun> layout;
+    private final List<byte[]> states;
+    /** Where the end record starts: the digest covers everything before the trailer. */
+    private final long trailerAt;
+    private final long endCount;
+    /** Records in the file, all kinds: what the end record must count. */
+    private final long recordCount;
+
+    private SnapshotFileSource(FileChannel channel, SecretKey key, Snapshot.ReplayGuard replays, Index index) {
+        this.channel = channel;
+        this.key = key;
+        this.replays = replays;
+        this.streamId = index.streamId;
+        this.fileSize = index.fileSize;
+        this.recordOf = index.recordOf;
+        int n = index.records;
+        this.bodyAt = Arrays.copyOf(index.bodyAt, n);
+        this.offsets = Arrays.copyOf(index.offsets, n);
+        this.lengths = Arrays.copyOf(index.lengths, n);
+        this.numbers = Arrays.copyOf(index.numbers, n);
+        this.sealed = Arrays.copyOf(index.sealed, n);
+        this.layout = index.layout();
+        this.states = List.copyOf(index.states);
+        this.trailerAt = index.trailerAt;
+        this.endCount = index.endCount;
+        this.recordCount = index.recordCount;
+    }
+
+    static SnapshotFileSource open(Path file, SecretKey key, Snapshot.ReplayGuard replays) throws IOException {
+        if (file == null || key == null || replays == null) {
+            throw new GuestMemoryException(Errno.EINVAL, "open", "file, key and replay guard must be given", -1);
+        }
+        FileChannel channel = FileChannel.open(file, StandardOpenOption.READ);
+        try {
+            Index index = new Index(channel, key);
+            if (!replays.claim(index.streamId)) {
+                throw new GuestMemoryException(Errno.EALREADY, "lazyRestore", "the stream was already restored (replay)", -1);
+            }
+            return new SnapshotFileSource(channel, key, replays, index);
+        } catch (IOException | RuntimeException e) {
+            channel.close();
+            throw e;
+        }
+    }
+
+    /** The record headers of a snapshot file, read once. */
+    private static final class Index {
+        final byte[] streamId;
+        final long fileSize;
+        final int[] recordOf;
+        final BitSet named = new BitSet();
+        final BitSet privateAtEnd = new BitSet();
+        final List<byte[]> states = new ArrayList<>();
+        long[] bodyAt = new long[64];
+        long[] offsets = new long[64];
+        int[] lengths = new int[64];
+        long[] numbers = new long[64];
+        boolean[] sealed = new boolean[64];
+        int records;
+        long trailerAt;
+        long endCount;
+        long recordCount;
+
+        Index(FileChannel channel, SecretKey key) throws IOException {
+            String op = "lazyRestore";
+            long size = channel.size();
+            ByteBuffer head = ByteBuffer.allocate(SnapshotFormat.HEADER_BYTES);
+            readFully(channel, head, 0, op);
+            SnapshotFormat.Header header = SnapshotFormat.readHeader(
+                    new DataInputStream(new ByteArrayInputStream(head.array())), op);
+            streamId = header.streamId();
+            fileSize = header.fileSize();
+            long pages = fileSize / GuestMemory.PAGE_SIZE;
+            if (pages > Integer.MAX_VALUE) {
+                throw new GuestMemoryException(Errno.EFBIG, op, "pages are indexed with an int: files up to 8 TiB", -1);
+            }
+            recordOf = new int[(int) pages];
+            Arrays.fill(recordOf, NONE);
+            long at = SnapshotFormat.HEADER_BYTES;
+            long number = 0;
+            ByteBuffer recordHeader = ByteBuffer.allocate(RECORD_HEADER_BYTES);
+            while (true) {
+                if (at >= size) {
+                    throw bad(op, "the stream ends early");
+                }
+                recordHeader.clear();
+                int kind;
+                if (size - at < RECORD_HEADER_BYTES) {
+                    ByteBuffer one = ByteBuffer.allocate(1);
+                    readFully(channel, one, at, op);
+                    kind = one.get(0) & 0xff;
+                    if (kind != END) {
+                        throw bad(op, "the stream ends early");
+                    }
+                    recordHeader.put(0, (byte) END);
+                } else {
+                    readFully(channel, recordHeader, at, op);
+                    kind = recordHeader.get(0) & 0xff;
+                }
+                if (kind == END) {
+                    // u8 0, u64 records, then the sealed digest; nothing after it
+                    if (size - at != 1 + 8 + TRAILER_BYTES) {
+                        throw bad(op, size - at < 1 + 8 + TRAILER_BYTES ? "the stream ends early" : "bytes follow the stream's sealed end");
+                    }
+                    ByteBuffer count = ByteBuffer.allocate(8);
+                    readFully(channel, count, at + 1, op);
+                    endCount = count.getLong(0);
+                    recordCount = number;
+                    trailerAt = at + 1 + 8;
+                    return;
+                }
+                long offset = recordHeader.getLong(1);
+                int length = recordHeader.getInt(9);
+                long body = at + RECORD_HEADER_BYTES;
+                if (kind == STATE) {
+                    if (offset != 0 || length < 0 || length > MAX_STATE || size - body < length + TAG_BYTES) {
+                        throw bad(op, "record " + number + " is malformed");
+                    }
+                    ByteBuffer sealedState = ByteBuffer.allocate(length + TAG_BYTES);
+                    readFully(channel, sealedState, body, op);
+                    states.add(SnapshotFormat.open(key, streamId, number, STATE, 0, sealedState.array(), length + TAG_BYTES, op));
+                    at = body + length + TAG_BYTES;
+                } else if (SnapshotFormat.isHole(kind)) {
+                    long bytes = (long) length * GuestMemory.PAGE_SIZE;
+                    if (length <= 0 || offset < 0 || offset % GuestMemory.PAGE_SIZE != 0 || offset > fileSize - bytes) {
+                        throw bad(op, "record " + number + " is malformed");
+                    }
+                    int first = (int) (offset / GuestMemory.PAGE_SIZE);
+                    Arrays.fill(recordOf, first, first + length, NONE);
+                    named.set(first, first + length);
+                    privateAtEnd.set(first, first + length, kind == PRIVATE_HOLE);
+                    at = body;
+                } else if (SnapshotFormat.carriesPages(kind)) {
+                    if (length <= 0 || length > CHUNK || offset < 0 || offset % GuestMemory.PAGE_SIZE != 0
+                            || length % GuestMemory.PAGE_SIZE != 0 || offset > fileSize - length) {
+                        throw bad(op, "record " + number + " is malformed");
+                    }
+                    int bodyLength = SnapshotFormat.bodyBytes(kind, length);
+                    if (size - body < bodyLength) {
+                        throw bad(op, "the stream ends early");
+                    }
+                    int r = add(body, offset, length, number, kind == PRIVATE);
+                    int first = (int) (offset / GuestMemory.PAGE_SIZE);
+                    int end = first + length / (int) GuestMemory.PAGE_SIZE;
+                    Arrays.fill(recordOf, first, end, r);
+                    named.set(first, end);
+                    privateAtEnd.set(first, end, kind == PRIVATE);
+                    at = body + bodyLength;
+                } else {
+                    throw bad(op, "record " + number + " is malformed");
+                }
+                number++;
+            }
+        }
+
+        private int add(long body, long offset, int length, long number, boolean isSealed) {
+            if (records == bodyAt.length) {
+                int grown = records * 2;
+                bodyAt = Arrays.copyOf(bodyAt, grown);
+                offsets = Arrays.copyOf(offsets, grown);
+                lengths = Arrays.copyOf(lengths, grown);
+                numbers = Arrays.copyOf(numbers, grown);
+                sealed = Arrays.copyOf(sealed, grown);
+            }
+            bodyAt[records] = body;
+            offsets[records] = offset;
+            lengths[records] = length;
+            numbers[records] = number;
+            sealed[records] = isSealed;
+            return records++;
+        }
+
+        /** Runs of equal final state over the named pages: allocated where a record's bytes are last. */
+        List<PageRun> layout() {
+            List<PageRun> runs = new ArrayList<>();
+            long page = GuestMemory.PAGE_SIZE;
+            for (int p = named.nextSetBit(0); p >= 0; ) {
+                boolean priv = privateAtEnd.get(p);
+                boolean allocated = recordOf[p] != NONE;
+                int end = p + 1;
+                while (end < recordOf.length && named.get(end) && privateAtEnd.get(end) == priv
+                        && (recordOf[end] != NONE) == allocated) {
+                    end++;
+                }
+                runs.add(new PageRun(p * page, (end - p) * page, priv ? Attribute.PRIVATE : Attribute.SHARED, allocated));
+                p = named.nextSetBit(end);
+            }
+            return runs;
+        }
+    }
+
+    private static void readFully(FileChannel channel, ByteBuffer into, long at, String op) throws IOException {
+        while (into.hasRemaining()) {
+            int n = channel.read(into, at + into.position());
+            if (n < 0) {
+                throw bad(op, "the stream ends early");
+            }
+        }
+    }
+
+    @Override
+    public long fileSize() {
+        return fileSize;
+    }
+
+    @Override
+    public List<PageRun> layout() {
+        return layout;
+    }
+
+    @Override
+    public List<byte[]> ownerStates() {
+        return states;
+    }
+
+    @Override
+    public Extent extent(long offset) {
+        int page = (int) (offset / GuestMemory.PAGE_SIZE);
+        int r = recordOf[page];
+        if (r == NONE) {
+            return null;
+        }
+        // The pages around this one whose last record is the same: a later record may have
+        // taken some pages of this one over.
+        int recordFirst = (int) (offsets[r] / GuestMemory.PAGE_SIZE);
+        int recordEnd = recordFirst + lengths[r] / (int) GuestMemory.PAGE_SIZE;
+        int first = page;
+        while (first > recordFirst && recordOf[first - 1] == r) {
+            first--;
+        }
+        int end = page + 1;
+        while (end < recordEnd && recordOf[end] == r) {
+            end++;
+        }
+        return new Extent(first * GuestMemory.PAGE_SIZE, (long) (end - first) * GuestMemory.PAGE_SIZE);
+    }
+
+    @Override
+    public void read(Extent extent, MemorySegment into) throws IOException {
+        String op = "lazyRestore(offset=" + extent.offset() + ")";
+        int r = recordOf[(int) (extent.offset() / GuestMemory.PAGE_SIZE)];
+        if (r == NONE) {
+            throw new GuestMemoryException(Errno.EINVAL, op, "no record holds these pages", extent.offset());
+        }
+        int bodyLength = SnapshotFormat.bodyBytes(sealed[r] ? PRIVATE : SnapshotFormat.SHARED, lengths[r]);
+        ByteBuffer body = ByteBuffer.allocate(bodyLength);
+        try {
+            readFully(channel, body, bodyAt[r], op);
+        } catch (java.nio.channels.ClosedChannelException closed) {
+            throw new IOException(op + ": the snapshot file was closed", closed);
+        }
+        byte[] plain = sealed[r]
+                ? SnapshotFormat.open(key, streamId, numbers[r], PRIVATE, offsets[r], body.array(), bodyLength, op)
+                : body.array();
+        MemorySegment.copy(plain, (int) (extent.offset() - offsets[r]), into, ValueLayout.JAVA_BYTE, 0, (int) extent.length());
+        Arrays.fill(plain, (byte) 0);  // private bytes do not linger on the heap
+        if (sealed[r]) {
+            Arrays.fill(body.array(), (byte) 0);
+        }
+    }
+
+    @Override
+    public void verify() throws IOException {
+        String op = "lazyRestore";
+        MessageDigest digest = SnapshotFormat.sha256();
+        ByteBuffer buffer = ByteBuffer.allocate(1 << 20);
+        long at = 0;
+        try {
+            while (at < trailerAt) {
+                buffer.clear().limit((int) Math.min(buffer.capacity(), trailerAt - at));
+                int n = channel.read(buffer, at);
+                if (n < 0) {
+                    throw bad(op, "the stream ends early");
+                }
+                digest.update(buffer.array(), 0, n);
+                at += n;
+            }
+            ByteBuffer trailer = ByteBuffer.allocate(TRAILER_BYTES);
+            readFully(channel, trailer, trailerAt, op);
+            byte[] sealedDigest = SnapshotFormat.open(key, streamId, TRAILER_RECORD, END, endCount, trailer.array(),
+                    TRAILER_BYTES, op);
+            if (endCount != recordCount || !MessageDigest.isEqual(sealedDigest, digest.digest())) {
+                throw bad(op, "the stream was altered (its authenticated digest does not match)");
+            }
+        } catch (java.nio.channels.ClosedChannelException closed) {
+            throw new IOException(op + ": the snapshot file was closed", closed);
+        } catch (EOFException cut) {
+            throw bad(op, "the stream ends early");
+        }
+    }
+
+    /** Gives the stream back to the replay guard: the restore that claimed it was undone. */
+    void forget() {
+        replays.forget(streamId);
+    }
+
+    @Override
+    public void close() throws IOException {
+        channel.close();
+    }
+}
