@@ -404,9 +404,38 @@ public final class Machine implements AutoCloseable {
             if (toPrivate && config.preallocate()) {
                 memory.allocate(gpa, bytes);
             }
+            // ZERO is towards shared only (the kernel's rule): the zeros this protocol promises
+            // towards private come from punching the pages that became the guest's, once they
+            // are, as a CoCo firmware scrubs them; a refused conversion punches nothing.
+            List<long[]> scrub = toPrivate && !preserve ? sharedRuns(gpa, bytes) : List.of();
             memory.convert(gpa, bytes, toPrivate ? Attribute.PRIVATE : Attribute.SHARED,
                     preserve ? Content.PRESERVE : toPrivate ? Content.UNSPECIFIED : Content.ZERO);
+            for (long[] run : scrub) {
+                memory.punchHole(run[0], run[1]);
+                if (config.preallocate()) {
+                    memory.allocate(run[0], run[1]);
+                }
+            }
         });
+    }
+
+    /** {@return the runs of shared pages in the range, as {offset, length}; none for a range outside the file} */
+    private List<long[]> sharedRuns(long gpa, long bytes) {
+        List<long[]> runs = new ArrayList<>();
+        if (gpa < 0 || bytes <= 0 || gpa % GuestMemory.PAGE_SIZE != 0 || bytes % GuestMemory.PAGE_SIZE != 0
+                || gpa > memory.size() || bytes > memory.size() - gpa) {
+            return runs;  // the conversion refuses it
+        }
+        for (long at = gpa; at < gpa + bytes; at += GuestMemory.PAGE_SIZE) {
+            if (memory.attribute(at) == Attribute.SHARED) {
+                if (!runs.isEmpty() && runs.getLast()[0] + runs.getLast()[1] == at) {
+                    runs.getLast()[1] += GuestMemory.PAGE_SIZE;
+                } else {
+                    runs.add(new long[] {at, GuestMemory.PAGE_SIZE});
+                }
+            }
+        }
+        return runs;
     }
 
     private static long guarded(Runnable action) {
