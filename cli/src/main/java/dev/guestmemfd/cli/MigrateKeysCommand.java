@@ -11,11 +11,14 @@ import picocli.CommandLine.Option;
     "source, destination and stranger (trusted by nobody). For each NAME: NAME.p12 and NAME.password (0600),",
     "given to --identity, and NAME.crt, given to the other end's --peer."})
 final class MigrateKeysCommand implements Callable<Integer> {
-    @Option(names = "--out", required = true, paramLabel = "DIR", description = "Where to make them (made 0700; must not hold a set already).")
+    @Option(names = "--out", paramLabel = "DIR", description = "Where to make them (made 0700; must not hold a set already).")
     Path out;
 
     @Override
     public Integer call() throws Exception {
+        if (out == null) {
+            throw Failure.usage("migrate keys: say where, --out DIR");
+        }
         ExampleIdentities.create(out);
         for (String name : ExampleIdentities.NAMES) {
             System.out.println(out.resolve(name + ".p12") + "  " + out.resolve(name + ".password") + "  " + out.resolve(name + ".crt"));
