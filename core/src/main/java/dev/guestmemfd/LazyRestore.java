@@ -162,7 +162,7 @@ public final class LazyRestore implements AutoCloseable {
         try {
             for (PageRun run : attributeRuns(source.layout())) {
                 if (!alreadyIs(before, run)) {
-                    memory.convert(run.offset(), run.length(), run.attribute(), Content.ZERO);
+                    memory.convert(run.offset(), run.length(), run.attribute(), emptyFileMode(run.attribute()));
                 }
             }
         } catch (RuntimeException e) {
@@ -223,11 +223,16 @@ public final class LazyRestore implements AutoCloseable {
         return true;
     }
 
+    /** {@return the content mode for flipping an empty file's run: ZERO is a mode towards shared only} */
+    private static Content emptyFileMode(Attribute target) {
+        return target == Attribute.SHARED ? Content.ZERO : Content.UNSPECIFIED;
+    }
+
     /** Puts the attributes back as they were before the layout, after {@code cause}. */
     private static void undoLayout(GuestMemory memory, List<PageRun> before, Throwable cause) {
         try {
             for (PageRun run : before) {
-                memory.convert(run.offset(), run.length(), run.attribute(), Content.ZERO);
+                memory.convert(run.offset(), run.length(), run.attribute(), emptyFileMode(run.attribute()));
             }
         } catch (RuntimeException failed) {
             cause.addSuppressed(failed);

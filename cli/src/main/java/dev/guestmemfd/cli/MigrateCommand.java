@@ -1,5 +1,6 @@
 package dev.guestmemfd.cli;
 
+import dev.guestmemfd.Backing;
 import dev.guestmemfd.kvm.Kvm;
 import dev.guestmemfd.kvm.Machine;
 import dev.guestmemfd.kvm.Migration;
@@ -21,6 +22,7 @@ import java.util.Map;
 import java.util.concurrent.Callable;
 import java.util.regex.Matcher;
 import java.util.regex.Pattern;
+import javax.crypto.SecretKey;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Mixin;
@@ -154,7 +156,8 @@ final class MigrateCommand implements Callable<Integer> {
             return listenAt != null ? listenOnChannel(channel, listenAt) : connectOverChannel(channel, connectTo);
         }
         if (demo && (memoryOnly || Kvm.unavailableReason().isPresent())) {
-            return new MemoryMigrateDemo(guest, ownerModel, writeRate, runMs, json).run();
+            return new MemoryMigrateDemo(guest, ownerModel, writeRate, runMs, json,
+                    secret == null ? null : secret.getBytes(StandardCharsets.UTF_8)).run();
         }
         GuestOptions.requireKvm("migrate (it runs a guest)");
         if (receive) {
@@ -231,19 +234,25 @@ final class MigrateCommand implements Callable<Integer> {
 
     /** Boots the counting guest, fills its share, runs it a while and moves it through {@code socket}. */
     private Sent send(Machine.Config config, Socket socket) throws Exception {
-        return send(config, socket.getOutputStream(), socket.getInputStream());
+        return send(config, socket.getOutputStream(), socket.getInputStream(), null);
     }
 
-    /** Boots the counting guest, fills its share, runs it a while and moves it through the two streams. */
-    private Sent send(Machine.Config config, java.io.OutputStream to, java.io.InputStream from) throws Exception {
+    /**
+     * Boots the counting guest, fills its share, runs it a while and moves it through the two
+     * streams, its private pages sealed with {@code key} (an authenticated channel's session key)
+     * or, when null, with a key the two ends agree on unauthenticated (loopback only).
+     */
+    private Sent send(Machine.Config config, java.io.OutputStream to, java.io.InputStream from, SecretKey key)
+            throws Exception {
         try (Kvm kvm = Kvm.open(); Machine source = Machine.boot(kvm, config)) {
             guest.fill(source, secret == null ? null : secret.getBytes(StandardCharsets.UTF_8));
             long allocated = source.memory().pageCounts().allocated() * dev.guestmemfd.GuestMemory.PAGE_SIZE;
             Machine.Running running = source.start();
             Thread.sleep(runMs);
             try (ProgressBar bar = ProgressBar.onTerminal("migrating", allocated)) {
-                Migration.Report report = Migration.send(running, bar.track(to), from,
-                        Migration.Options.defaults().withPreCopy(!stopAndCopy));
+                Migration.Options options = Migration.Options.defaults().withPreCopy(!stopAndCopy);
+                Migration.Report report = key == null ? Migration.send(running, bar.track(to), from, options)
+                        : Migration.send(running, from, bar.track(to), key, options);
                 return new Sent(report, allocated);
             }
         }
@@ -321,12 +330,14 @@ final class MigrateCommand implements Callable<Integer> {
             System.out.flush();
             try (MigrationChannel ch = listener.accept(channel.timeout())) {
                 if (!Kvm.available()) {
-                    Map<String, Object> out = MemoryOverChannel.receive(ch);
-                    print(out, "received a guest memory file of %,d bytes from %s, %,d bytes of it allocated; its digest went back%n",
-                            out.get("memoryBytes"), ch.peerName(), out.get("allocatedBytes"));
-                    return 0;
+                    Map<String, Object> out = MemoryMigrateDemo.receive(ch.in(), ch.out(), ch.sealingKey());
+                    out.put("peer", ch.peerName());
+                    print(out, "received a guest memory file of %,d bytes owned by a %s model from %s; every page %s%n",
+                            out.get("memoryBytes"), out.get("owner"), ch.peerName(),
+                            Boolean.TRUE.equals(out.get("checkPassed")) ? "checked out" : "DID NOT check out");
+                    return Boolean.TRUE.equals(out.get("checkPassed")) ? 0 : 1;
                 }
-                try (Kvm kvm = Kvm.open(); Machine machine = Migration.receive(kvm, ch.in(), ch.out())) {
+                try (Kvm kvm = Kvm.open(); Machine machine = Migration.receive(kvm, ch.in(), ch.out(), ch.sealingKey())) {
                     return runReceived(machine, ch.peerName());
                 }
             }
@@ -336,19 +347,22 @@ final class MigrateCommand implements Callable<Integer> {
     /** The source between hosts: connects, proves both ends, and moves a guest (with KVM) or a guest memory file. */
     private int connectOverChannel(ChannelOptions channel, java.net.InetSocketAddress address) throws Exception {
         if (!Kvm.available()) {
+            MemoryMigrateDemo memoryOnly = new MemoryMigrateDemo(guest, MemoryMigrateDemo.owner(owner), writeRate, runMs,
+                    json, secret == null ? null : secret.getBytes(StandardCharsets.UTF_8));
+            Backing backing = memoryOnly.backing();
             try (MigrationChannel ch = MigrationChannel.connect(address, channel.identity(), channel.peer(), channel.timeout())) {
-                Map<String, Object> out = MemoryOverChannel.send(ch, guest.memory, guest.allocatedPercent,
-                        secret == null ? null : secret.getBytes(StandardCharsets.UTF_8));
-                boolean arrived = (Boolean) out.get("arrived");
-                print(out, "moved a guest memory file of %,d bytes to %s: %s%n", out.get("memoryBytes"), ch.peerName(),
-                        arrived ? "it arrived whole (the digests agree)" : "IT DID NOT ARRIVE WHOLE");
+                Map<String, Object> out = memoryOnly.send(backing, ch.in(), ch.out(), ch.sealingKey());
+                out.put("peer", ch.peerName());
+                boolean arrived = Boolean.TRUE.equals(out.get("guestContinued"));
+                print(out, "moved a guest memory file of %,d bytes owned by a %s model to %s: %s%n", out.get("memoryBytes"),
+                        out.get("owner"), ch.peerName(), arrived ? "every page checked out there" : "IT DID NOT CHECK OUT THERE");
                 return arrived ? 0 : 1;
             }
         }
         Machine.Config config = guest.config(HostInfo.probe());
         Sent sent;
         try (MigrationChannel ch = MigrationChannel.connect(address, channel.identity(), channel.peer(), channel.timeout())) {
-            sent = send(config, ch.out(), ch.in());
+            sent = send(config, ch.out(), ch.in(), ch.sealingKey());
         }
         List<Long> ticks = ticks(sent.report().source().serial());
         Map<String, Object> out = reportJson(config, sent);

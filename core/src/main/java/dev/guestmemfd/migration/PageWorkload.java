@@ -35,10 +35,14 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
     public static final String KIND = "page-workload";
     /** Pages of one attribute run: conversions are made a run at a time. */
     private static final int RUN = 64;
+    /** The longest marker a workload writes at the start of its private pages. */
+    public static final int MAX_MARKER = 1024;
+    private static final byte[] NO_MARKER = new byte[0];
     private static final long PAGE = GuestMemory.PAGE_SIZE;
 
     private final Binding binding;
     private final long seed;
+    private final byte[] marker;
     /** How often each page was written; -1 for a page the workload never filled (a hole). */
     private final int[] versions;
     private final boolean[] privatePages;
@@ -51,9 +55,10 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
     private volatile boolean stopped;
     private long writes;
 
-    private PageWorkload(Binding binding, double allocatedShare, long seed, long writesPerSecond) {
+    private PageWorkload(Binding binding, double allocatedShare, long seed, long writesPerSecond, byte[] marker) {
         this.binding = binding;
         this.seed = seed;
+        this.marker = marker.clone();
         this.writesPerSecond = writesPerSecond;
         GuestMemory memory = binding.memory();
         int pages = Math.toIntExact(memory.size() / PAGE);
@@ -73,7 +78,8 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
         for (int run = 0; run * RUN < pages; run++) {
             if (privatePages[run * RUN]) {
                 long offset = run * RUN * PAGE;
-                memory.convert(offset, Math.min(RUN * PAGE, memory.size() - offset), Attribute.PRIVATE, Content.ZERO);
+                // UNSPECIFIED: the file holds no memory yet, and ZERO is a mode towards shared only.
+                memory.convert(offset, Math.min(RUN * PAGE, memory.size() - offset), Attribute.PRIVATE, Content.UNSPECIFIED);
             }
         }
         host = memory.map(0, memory.size());
@@ -96,10 +102,25 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
      * @throws IllegalArgumentException for a share outside 0 to 1 or a negative rate
      */
     public static PageWorkload start(Binding owner, double allocatedShare, long seed, long writesPerSecond) {
+        return start(owner, allocatedShare, seed, writesPerSecond, new byte[0]);
+    }
+
+    /**
+     * {@return a workload as {@link #start(Binding, double, long, long)} makes, whose private
+     * pages each begin with {@code marker}} A known text in every private page lets a test
+     * look for it where it must never appear: on the wire, in a relay's recording.
+     *
+     * @throws IllegalArgumentException also for a marker longer than {@value #MAX_MARKER} bytes
+     */
+    public static PageWorkload start(Binding owner, double allocatedShare, long seed, long writesPerSecond,
+                                     byte[] marker) {
         if (!(allocatedShare >= 0 && allocatedShare <= 1) || writesPerSecond < 0) {
             throw new IllegalArgumentException("the share must be between 0 and 1 and the rate not negative");
         }
-        PageWorkload w = new PageWorkload(owner, allocatedShare, seed, writesPerSecond);
+        if (marker.length > MAX_MARKER) {
+            throw new IllegalArgumentException("a marker of " + marker.length + " bytes; at most " + MAX_MARKER);
+        }
+        PageWorkload w = new PageWorkload(owner, allocatedShare, seed, writesPerSecond, marker);
         if (writesPerSecond > 0) {
             w.writer.start();
         }
@@ -153,7 +174,7 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
 
     /** Writes page {@code p} at its version: shared through the host mapping, private through the owner's. */
     private void write(MemorySegment page, int p) {
-        fill(page, seed, p, versions[p]);
+        fill(page, seed, p, versions[p], privatePages[p] ? marker : NO_MARKER);
         if (privatePages[p]) {
             MemorySegment.copy(page, 0, binding.pages(), p * PAGE, PAGE);
             synchronized (ownerWritten) {
@@ -164,11 +185,12 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
         }
     }
 
-    private static void fill(MemorySegment page, long seed, int p, int version) {
+    private static void fill(MemorySegment page, long seed, int p, int version, byte[] marker) {
         long base = mix(seed, ((long) p << 32) | version);
         for (int i = 0; i < PAGE / 8; i++) {
             page.setAtIndex(ValueLayout.JAVA_LONG, i, base + i * 0x9E3779B97F4A7C15L);
         }
+        MemorySegment.copy(marker, 0, page, ValueLayout.JAVA_BYTE, 0, marker.length);
     }
 
     private static long mix(long seed, long x) {
@@ -202,10 +224,10 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
         return KIND;
     }
 
-    /** {@return u64 seed, u32 pages, then per page i32 version (-1: a hole) and u8 private} */
+    /** {@return u64 seed, u32 pages, per page i32 version (-1: a hole) and u8 private, then u16 length and the marker} */
     @Override
     public byte[] exportState() {
-        return encode(seed, versions, privatePages);
+        return encode(seed, versions, privatePages, marker);
     }
 
     /** A source's workload takes no state: import it into a {@link #check()}. */
@@ -227,9 +249,9 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
         host.close();
     }
 
-    private static byte[] encode(long seed, int[] versions, boolean[] privatePages) {
+    private static byte[] encode(long seed, int[] versions, boolean[] privatePages, byte[] marker) {
         try {
-            ByteArrayOutputStream bytes = new ByteArrayOutputStream(12 + versions.length * 5);
+            ByteArrayOutputStream bytes = new ByteArrayOutputStream(14 + versions.length * 5 + marker.length);
             DataOutputStream out = new DataOutputStream(bytes);
             out.writeLong(seed);
             out.writeInt(versions.length);
@@ -237,6 +259,8 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
                 out.writeInt(versions[p]);
                 out.writeBoolean(privatePages[p]);
             }
+            out.writeShort(marker.length);
+            out.write(marker);
             return bytes.toByteArray();
         } catch (IOException e) {
             throw new IllegalStateException("a byte array stream failed", e);
@@ -253,6 +277,7 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
         private long seed;
         private int[] versions;
         private boolean[] privatePages;
+        private byte[] marker;
 
         private Check() {
         }
@@ -267,7 +292,7 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
             if (versions == null) {
                 throw new IllegalStateException("the check holds no state yet");
             }
-            return encode(seed, versions, privatePages);
+            return encode(seed, versions, privatePages, marker);
         }
 
         @Override
@@ -276,7 +301,7 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
                 DataInputStream in = new DataInputStream(new ByteArrayInputStream(state));
                 long s = in.readLong();
                 int pages = in.readInt();
-                if (pages < 0 || state.length != 12 + 5L * pages) {
+                if (pages < 0 || state.length < 14 + 5L * pages) {
                     throw new IllegalArgumentException("a workload state of " + state.length + " bytes for "
                             + pages + " pages");
                 }
@@ -286,7 +311,14 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
                     v[p] = in.readInt();
                     priv[p] = in.readBoolean();
                 }
+                int markerLength = in.readUnsignedShort();
+                if (markerLength > MAX_MARKER || state.length != 14 + 5L * pages + markerLength) {
+                    throw new IllegalArgumentException("a workload state of " + state.length + " bytes for "
+                            + pages + " pages and a marker of " + markerLength);
+                }
+                byte[] m = in.readNBytes(markerLength);
                 seed = s;
+                marker = m;
                 versions = v;
                 privatePages = priv;
             } catch (IOException e) {
@@ -322,7 +354,7 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
                     MemorySegment bytes = owner.pages().asSlice(p * PAGE, PAGE);
                     MemorySegment should = zero;
                     if (versions[p] >= 0) {
-                        fill(expected, seed, p, versions[p]);
+                        fill(expected, seed, p, versions[p], privatePages[p] ? marker : NO_MARKER);
                         should = expected;
                     }
                     if (bytes.mismatch(should) != -1) {
