@@ -266,9 +266,14 @@ public final class GuestMemory implements AutoCloseable {
         return backing;
     }
 
-    /** {@return true when punching a hole returns the pages' memory to the system} */
+    /**
+     * {@return true when punching any page-aligned hole returns the pages' memory to the
+     * system} False where a punch may zero pages in place and keep their memory: on
+     * {@link Backing#SECRET} always, on the hugetlb backings for the 4 KiB pages of a huge
+     * page that stays (see {@link #punch}). There an allocated page that reads zero holds no data.
+     */
     public boolean returnsPunchedMemory() {
-        return file.returnsPunchedMemory();
+        return file.returnsPunchedMemory() && file.blockSize() == PAGE_SIZE;
     }
 
     /**

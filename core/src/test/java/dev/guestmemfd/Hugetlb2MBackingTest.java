@@ -138,6 +138,20 @@ class Hugetlb2MBackingTest extends GuestMemoryContract {
     }
 
     @Test
+    void aLeaseElsewhereInTheHugePageOutlivesTheConversionOfAnotherPage() {
+        try (GuestMemory m = file(HUGE); HostMapping map = m.map(0, HUGE)) {
+            map.write(PAGE, filled(PAGE, 0x44));
+            try (Lease neighbour = map.lease(PAGE + 100, 1)) {
+                m.convert(0, PAGE, Attribute.PRIVATE, Content.PRESERVE);
+                assertThat(neighbour.isValid()).isTrue();
+                assertThat(neighbour.segment().get(JAVA_BYTE, 0)).as("the lease's page, still shared").isEqualTo((byte) 0x44);
+                neighbour.segment().set(JAVA_BYTE, 0, (byte) 0x45);
+                assertThat(map.read(PAGE + 100, 1)).containsOnly(0x45);
+            }
+        }
+    }
+
+    @Test
     void aHeldSegmentReachesTheFileAgainOnceAllOfItsHugePageIsShared() throws Exception {
         try (GuestMemory m = file(HUGE); HostMapping map = m.map(0, HUGE)) {
             Lease lease = map.lease(0, PAGE);

@@ -46,9 +46,17 @@ final class MemoryMapView {
     private final List<PageRun> runs;
     private final long size;
     private final long pagesPerBlock;
+    /** The file's huge page size, or {@link #PAGE}. */
+    private final long hugePage;
     private final List<Block> blocks;
 
     MemoryMapView(List<PageRun> runs, long size) {
+        this(runs, size, PAGE);
+    }
+
+    /** @param hugePage the file's block size: where larger than a page, its boundaries are drawn */
+    MemoryMapView(List<PageRun> runs, long size, long hugePage) {
+        this.hugePage = hugePage;
         this.runs = runs;
         this.size = size;
         long pages = size / PAGE;
@@ -100,9 +108,19 @@ final class MemoryMapView {
         StringBuilder out = new StringBuilder();
         out.append(String.format(Locale.ROOT, "%s file, %d pages, one block = %d page%s%n",
                 human(size), size / PAGE, pagesPerBlock, pagesPerBlock == 1 ? "" : "s"));
+        boolean marks = hugePage > PAGE && pagesPerBlock * PAGE < hugePage;
+        if (hugePage > PAGE) {
+            out.append(marks
+                    ? String.format(Locale.ROOT, "%s huge pages (%d), each '|' starts one%n", human(hugePage), size / hugePage)
+                    : String.format(Locale.ROOT, "%s huge pages (%d), %d in a block%n", human(hugePage), size / hugePage,
+                            pagesPerBlock * PAGE / hugePage));
+        }
         for (int i = 0; i < blocks.size(); i += PER_LINE) {
             out.append(String.format(Locale.ROOT, "%12s  ", "0x" + Long.toHexString(blocks.get(i).offset())));
             for (int j = i; j < Math.min(blocks.size(), i + PER_LINE); j++) {
+                if (marks && blocks.get(j).offset() % hugePage == 0) {
+                    out.append('|');
+                }
                 out.append(colour ? shaded(blocks.get(j)) : glyph(blocks.get(j).state(), false));
             }
             out.append('\n');

@@ -48,15 +48,21 @@ public final class HostView {
 
     /** A lease's or pin's own mapping of the huge pages under it (hugetlb files only). */
     private static final class Reference {
+        /** The huge pages mapped. */
         final long fileOffset;
         final long length;
+        /** The range handed out: only a conversion of a page in it revokes this reference. */
+        final long segmentOffset;
+        final long segmentLength;
         long address;
         /** Huge pages of this mapping now replaced by anonymous ones, by index from its start. */
         final java.util.BitSet replaced = new java.util.BitSet();
 
-        Reference(long fileOffset, long length) {
+        Reference(long fileOffset, long length, long segmentOffset, long segmentLength) {
             this.fileOffset = fileOffset;
             this.length = length;
+            this.segmentOffset = segmentOffset;
+            this.segmentLength = segmentLength;
         }
     }
 
@@ -138,7 +144,7 @@ public final class HostView {
         }
         long start = offset / huge * huge;
         long end = (offset + length + huge - 1) / huge * huge;
-        Reference r = new Reference(start, end - start);
+        Reference r = new Reference(start, end - start, offset, length);
         synchronized (referenceLock) {
             MemorySegment whole = Mman.mmap(arena, r.length, RW, Mman.MAP_SHARED | Mman.MAP_NORESERVE, fd, start,
                     address -> unmapReference(r));
@@ -269,14 +275,22 @@ public final class HostView {
         return true;
     }
 
-    /** Replaces, in every reference over the range, the huge pages that the range touches. */
+    /**
+     * Replaces, in every reference whose segment the range touches, the huge pages of that
+     * segment that the range touches. A reference elsewhere in the same huge page keeps it: it
+     * reaches the private bytes no more than a view of this mapping would, only by leaving
+     * its segment.
+     */
     private boolean revokeReferences(long offset, long length) {
         boolean changed = false;
         synchronized (referenceLock) {
             for (Reference r : references) {
-                long from = Math.max(offset, r.fileOffset) / huge * huge;
-                long to = Math.min(offset + length, r.fileOffset + r.length);
-                for (long h = from; h < to; h += huge) {
+                long from = Math.max(offset, r.segmentOffset);
+                long to = Math.min(offset + length, r.segmentOffset + r.segmentLength);
+                if (from >= to) {
+                    continue;  // the segment does not reach the range
+                }
+                for (long h = from / huge * huge; h < to; h += huge) {
                     int index = (int) ((h - r.fileOffset) / huge);
                     if (!r.replaced.get(index)) {
                         Mman.mmapFixed(r.address + (h - r.fileOffset), huge, RW, ANONYMOUS, -1, 0);
