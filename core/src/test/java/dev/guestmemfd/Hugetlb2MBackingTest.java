@@ -167,26 +167,30 @@ class Hugetlb2MBackingTest extends GuestMemoryContract {
 
     @Test
     void anExhaustedPoolRefusesCleanlyAndLeavesNothingHalfAllocated() {
-        try (GuestMemory m = file(2 * HUGE)) {
-            m.allocate(0, 2 * HUGE);
-            m.punch(HUGE, HUGE);  // the huge page and its reservation go back to the pool
+        try (GuestMemory m = file(3 * HUGE)) {
+            m.allocate(0, 3 * HUGE);
+            m.punch(HUGE, 2 * HUGE);  // two huge pages and their reservations go back to the pool
             List<PageRun> before = m.pageRuns();
             long available = HugePagePool.of(HUGE).orElseThrow().available();
-            GuestMemory hog = available == 0 ? null : file(available * HUGE);  // reserves every free page
+            // Leave the pool one page: the allocation below gets huge page 1, then fails on 2.
+            GuestMemory hog = available <= 1 ? null : file((available - 1) * HUGE);
             try {
-                assertThat(HugePagePool.of(HUGE).orElseThrow().available()).isZero();
-                assertErrno(() -> m.allocate(PAGE, 2 * HUGE - PAGE), "ENOSPC");
+                assertThat(HugePagePool.of(HUGE).orElseThrow().available()).isEqualTo(1);
+                assertErrno(() -> m.allocate(PAGE, 3 * HUGE - PAGE), "ENOSPC");
                 assertThat(m.pageRuns()).as("nothing half allocated").isEqualTo(before);
+                assertThat(HugePagePool.of(HUGE).orElseThrow().available()).as("the page taken went back").isEqualTo(1);
+                m.allocate(HUGE, HUGE);
                 GuestMemoryException e = assertErrno(() -> GuestMemory.create(HUGE, MMAP, Backing.HUGETLB_2M), "ENOMEM");
                 assertThat(e.getMessage()).contains("pool");
                 assertThat(Backing.HUGETLB_2M.unavailableReason()).hasValueSatisfying(why -> assertThat(why).contains("nr_hugepages"));
+                m.punch(HUGE, HUGE);
             } finally {
                 if (hog != null) {
                     hog.close();
                 }
             }
-            m.allocate(HUGE, HUGE);
-            assertThat(m.pageCounts().allocated()).isEqualTo(2 * PAGES_PER_HUGE);
+            m.allocate(HUGE, 2 * HUGE);
+            assertThat(m.pageCounts().allocated()).isEqualTo(3 * PAGES_PER_HUGE);
         }
     }
 
