@@ -121,7 +121,12 @@ class GmemIT {
         assertThat((List<Object>) kvm.get("stillWorks")).isNotEmpty().anySatisfy(w -> assertThat((String) w).contains("snapshot verify"));
         assertThat((List<Object>) kvm.get("needsKvm")).isNotEmpty();
         Map<String, Object> backings = (Map<String, Object>) info.get("backings");
-        assertThat(backings).containsOnlyKeys("memfd", "secret", "kernel");
+        assertThat(backings).containsOnlyKeys("memfd", "secret", "kernel", "hugetlb_2m", "hugetlb_1g");
+        Map<String, Object> huge = (Map<String, Object>) backings.get("hugetlb_2m");
+        assertThat(huge.get("available").equals(true) == (huge.get("reason") == null)).as("a reason exactly when unavailable").isTrue();
+        // Every huge page pool of the host, as the kernel shows it.
+        assertThat((List<Object>) info.get("hugetlbPools")).allSatisfy(pool ->
+                assertThat((Map<String, Object>) pool).containsKeys("pageSize", "total", "free", "reserved", "surplus"));
         Map<String, Object> kernel = (Map<String, Object>) backings.get("kernel");
         assertThat(kernel.get("available")).isEqualTo(false);
         assertThat((String) kernel.get("reason")).contains(NO_KVM);
