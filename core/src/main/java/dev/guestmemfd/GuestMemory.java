@@ -164,7 +164,7 @@ public final class GuestMemory implements AutoCloseable {
     /** {@return the host's mapping of {@code file}; the file is closed when it cannot be mapped} */
     private static HostView hostViewOf(BackingFile file) {
         try {
-            return new HostView(file.fd(), file.size());
+            return new HostView(file);
         } catch (LinuxException e) {
             file.close();
             throw e;
@@ -185,15 +185,17 @@ public final class GuestMemory implements AutoCloseable {
     /**
      * Creates a guest memory file.
      *
-     * @param size    bytes, a positive multiple of {@link #PAGE_SIZE}; never changes
+     * @param size    bytes, a positive multiple of the backing's {@link Backing#blockSize()}
+     *                (the huge page size on the hugetlb backings); never changes
      * @param flags   the bits of {@link Flag}
      * @param backing where the pages come from
      * @return the new file, every page absent, shared or private as the flags say
      * @throws GuestMemoryException {@code EINVAL} for a size that is not a positive multiple of
-     *                              the page size, unknown flag bits, or {@link Flag#NO_DIRECT_MAP}
-     *                              on a backing that keeps the direct map; {@code ENODEV} when
-     *                              the host lacks the backing; {@code ENOMEM} and the like from
-     *                              the kernel
+     *                              the backing's block size, unknown flag bits, or
+     *                              {@link Flag#NO_DIRECT_MAP} on a backing that keeps the direct
+     *                              map; {@code ENODEV} when the host lacks the backing;
+     *                              {@code ENOMEM} when a hugetlb pool cannot hold the file, and
+     *                              the like from the kernel
      */
     public static GuestMemory create(long size, long flags, Backing backing) {
         java.util.Objects.requireNonNull(backing, "backing");
@@ -204,6 +206,10 @@ public final class GuestMemory implements AutoCloseable {
         if ((flags & ~Flag.KNOWN_BITS) != 0) {
             throw new GuestMemoryException(Errno.EINVAL, op, "unknown flag bits 0x" + Long.toHexString(flags & ~Flag.KNOWN_BITS), -1);
         }
+        if (size % backing.blockSize() != 0) {
+            throw new GuestMemoryException(Errno.EINVAL, op, "size must be a multiple of the " + backing
+                    + " backing's huge page, " + backing.blockSize() + " bytes: the kernel maps and reserves whole huge pages", -1);
+        }
         if ((flags & Flag.NO_DIRECT_MAP.bit()) != 0 && backing != Backing.SECRET) {
             throw new GuestMemoryException(Errno.EINVAL, op, "NO_DIRECT_MAP needs the SECRET backing; " + backing
                     + " pages stay in the kernel's direct map", -1);
@@ -213,6 +219,7 @@ public final class GuestMemory implements AutoCloseable {
                 case MEMFD -> new BackingFile.Memfd(size);
                 case SECRET -> secretFile(size);
                 case KERNEL -> kernelFile(size);
+                case HUGETLB_2M, HUGETLB_1G -> HugetlbFiles.create(size, backing);
             };
             return new GuestMemory(file, backing, Flag.of(flags));
         } catch (LinuxException e) {
@@ -274,9 +281,12 @@ public final class GuestMemory implements AutoCloseable {
         return size;
     }
 
-    /** {@return the size of a page, the file's block size} */
+    /**
+     * {@return the file's block size: the unit in which memory is taken and returned, the huge
+     * page size on the hugetlb backings} Offsets and lengths stay {@link #PAGE_SIZE} granular.
+     */
     public long blockSize() {
-        return PAGE_SIZE;
+        return file.blockSize();
     }
 
     /** {@return the creation flags} */
@@ -289,9 +299,14 @@ public final class GuestMemory implements AutoCloseable {
         return backing;
     }
 
-    /** {@return true when punching a hole returns the pages' memory to the system} */
+    /**
+     * {@return true when punching any page-aligned hole returns the pages' memory to the
+     * system} False where a punch may zero pages in place and keep their memory: on
+     * {@link Backing#SECRET} always, on the hugetlb backings for the 4 KiB pages of a huge
+     * page that stays (see {@link #punch}). There an allocated page that reads zero holds no data.
+     */
     public boolean returnsPunchedMemory() {
-        return file.returnsPunchedMemory();
+        return file.returnsPunchedMemory() && file.blockSize() == PAGE_SIZE;
     }
 
     /**
@@ -372,6 +387,7 @@ public final class GuestMemory implements AutoCloseable {
                     }
                 } else {
                     file.allocate(offset, length);
+                    hostView.mapAllocated(offset, length);
                     fallocated.set(page(offset), page(offset + length), true);
                     changed(offset, length);
                 }
@@ -397,6 +413,26 @@ public final class GuestMemory implements AutoCloseable {
     /** Frees the pages of a range; they read as zero afterwards: {@code fallocate(KEEP_SIZE | PUNCH_HOLE, ...)}. */
     public void punchHole(long offset, long length) {
         fallocate(KEEP_SIZE | PUNCH_HOLE, offset, length);
+    }
+
+    /**
+     * Punches a hole, as {@link #punchHole}, and says what became of the memory: on the
+     * hugetlb backings only whole huge pages go back to the pool, the 4 KiB pieces of a huge
+     * page that the range covers only in part are zeroed and the page stays.
+     *
+     * @return the bytes punched whole (their memory, if any, returned) and the bytes zeroed in place
+     * @throws GuestMemoryException as {@link #fallocate} with {@link #PUNCH_HOLE}
+     */
+    public PunchResult punch(long offset, long length) {
+        punchHole(offset, length);
+        long end = offset >= size ? offset : offset + Math.min(length, size - offset);
+        if (!file.returnsPunchedMemory()) {
+            return new PunchResult(0, end - offset);
+        }
+        long block = file.blockSize();
+        long wholeStart = Math.min(end, (offset + block - 1) / block * block);
+        long wholeEnd = Math.max(wholeStart, end / block * block);
+        return new PunchResult(wholeEnd - wholeStart, (end - offset) - (wholeEnd - wholeStart));
     }
 
     private void punchLocked(String op, long offset, long length) {
@@ -705,7 +741,10 @@ public final class GuestMemory implements AutoCloseable {
     private void endConversion(long first, long end) {
         try {
             List<long[]> unrestoredRuns = new ArrayList<>(0);
-            attributes.forEachRun(first, end, false, (from, to) -> {
+            // On a hugetlb file a huge page comes back into host references only when all of
+            // it is shared: look at the whole huge pages around the range.
+            long granule = hostView.granule() / PAGE_SIZE;
+            attributes.forEachRun(first / granule * granule, Math.min(pages, (end + granule - 1) / granule * granule), false, (from, to) -> {
                 long failed = hostView.restore(from * PAGE_SIZE, (to - from) * PAGE_SIZE);
                 if (failed >= 0) {
                     unrestoredRuns.add(new long[] {page(failed), to});
@@ -906,7 +945,13 @@ public final class GuestMemory implements AutoCloseable {
                         priv * PAGE_SIZE);
             }
             Arena arena = Arena.ofShared();
-            Pin pin = new Pin(this, offset, length, arena, hostView.view(offset, length, arena));
+            Pin pin;
+            try {
+                pin = new Pin(this, offset, length, arena, hostView.reference(offset, length, arena));
+            } catch (LinuxException e) {
+                arena.close();
+                throw fromKernel(op, e);
+            }
             pins.add(pin);
             hostView.expose(offset, length);
             changed(offset, length);
@@ -932,7 +977,13 @@ public final class GuestMemory implements AutoCloseable {
     Lease lease(HostMapping mapping, long fileOffset, long length, String op) {
         return withHostAccess(mapping, fileOffset, length, op, () -> {
             Arena arena = Arena.ofShared();
-            Lease lease = new Lease(this, mapping, fileOffset, length, arena, hostView.view(fileOffset, length, arena));
+            Lease lease;
+            try {
+                lease = new Lease(this, mapping, fileOffset, length, arena, hostView.reference(fileOffset, length, arena));
+            } catch (LinuxException e) {
+                arena.close();
+                throw e;
+            }
             leases.add(lease);
             hostView.expose(fileOffset, length);
             changed(fileOffset, length);  // it may write until revoked; drain() counts it again while live

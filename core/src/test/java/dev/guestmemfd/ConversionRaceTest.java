@@ -229,7 +229,8 @@ class ConversionRaceTest {
     @RequiresBacking
     void noHostThreadEverSeesOrTouchesAPrivatePage(Backing backing) throws Exception {
         long flags = Flag.MMAP.bit() | Flag.INIT_SHARED.bit() | (backing == Backing.SECRET ? Flag.NO_DIRECT_MAP.bit() : 0);
-        try (GuestMemory memory = GuestMemory.create(PAGES * PAGE, flags, backing)) {
+        // On huge pages the race runs in the first PAGES pages of one huge page.
+        try (GuestMemory memory = GuestMemory.create(Math.max(PAGES * PAGE, backing.blockSize()), flags, backing)) {
             memory.pinWait(Duration.ofMillis(2));
             ReferenceMonitor monitor = new ReferenceMonitor(false);
             monitor.binding = memory.bind(monitor, 0, PAGES * PAGE);

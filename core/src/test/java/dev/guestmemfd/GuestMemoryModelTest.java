@@ -182,6 +182,14 @@ class GuestMemoryModelTest {
         return true;
     }
 
+    /** Where the model's page 0 lies in the file: 0, or where the last PAGES pages of a huge page begin. */
+    private long base;
+
+    /** {@return the file offset of the model's offset {@code offset}; negative and overflowing ones stay as they are} */
+    long at(long offset) {
+        return offset >= 0 && offset <= Long.MAX_VALUE - base ? offset + base : offset;
+    }
+
     /** {@return a new file; the KVM owner's test creates kernel-backed files on its own VM} */
     GuestMemory createFile(long size, long flags, Backing backing) {
         return GuestMemory.create(size, flags, backing);
@@ -377,12 +385,16 @@ class GuestMemoryModelTest {
         Model model = new Model(initShared);
         model.keepsToPrivate = ownerKeepsContent(true);
         model.keepsToShared = ownerKeepsContent(false);
-        try (GuestMemory memory = createFile(SIZE, flags, backing)) {
+        // On huge pages the file is one huge page and the model its last PAGES pages: the
+        // sequence meets the file's end, as on the other backings, and shares huge pages.
+        long fileSize = Math.max(SIZE, backing.blockSize());
+        base = fileSize - SIZE;
+        try (GuestMemory memory = createFile(fileSize, flags, backing)) {
             bindOwnerUnderTest(memory);
             memory.pinWait(java.time.Duration.ZERO);
             List<HostMapping> maps = new ArrayList<>();
             // Every sequence starts with one mapping of the whole file and two pages past its end.
-            maps.add(memory.map(0, SIZE + 2L * PAGE));
+            maps.add(memory.map(at(0), SIZE + 2L * PAGE));
             model.maps.add(new long[] {0, SIZE + 2L * PAGE});
             List<dev.guestmemfd.Lease> leases = new ArrayList<>();
             List<dev.guestmemfd.Pin> pins = new ArrayList<>();
@@ -391,22 +403,22 @@ class GuestMemoryModelTest {
                 boolean[] privateBefore = model.privatePage.clone();
                 byte[] bytesBefore = model.bytes.clone();
                 switch (op) {
-                    case Allocate a -> expect(model.allocate(a.offset(), a.length()), () -> memory.allocate(a.offset(), a.length()), op);
+                    case Allocate a -> expect(model.allocate(a.offset(), a.length()), () -> memory.allocate(at(a.offset()), a.length()), op);
                     case Punch p -> {
                         String predicted = model.punch(p.offset(), p.length());
-                        expect(predicted, () -> memory.punchHole(p.offset(), p.length()), op);
+                        expect(predicted, () -> memory.punchHole(at(p.offset()), p.length()), op);
                     }
                     case Convert c -> {
                         String predicted = model.convert(c.offset(), c.length(), c.target(), c.content());
                         GuestMemoryException refused = expect(predicted,
-                                () -> memory.convert(c.offset(), c.length(), c.target(), c.content()), op);
+                                () -> memory.convert(at(c.offset()), c.length(), c.target(), c.content()), op);
                         if (refused != null && (predicted.equals("EOPNOTSUPP") || predicted.equals("EAGAIN"))) {
                             assertThat(refused.errorOffset()).as("%s: error offset", op).isEqualTo(model.lastErrorOffset);
                         }
                     }
                     case Map m -> {
                         HostMapping[] got = new HostMapping[1];
-                        expect(model.closed ? "EBADF" : null, () -> got[0] = memory.map(m.offset(), m.length()), op);
+                        expect(model.closed ? "EBADF" : null, () -> got[0] = memory.map(at(m.offset()), m.length()), op);
                         if (!model.closed) {
                             maps.add(got[0]);
                             model.maps.add(new long[] {m.offset(), m.length()});
@@ -483,7 +495,7 @@ class GuestMemoryModelTest {
                     case Pin p -> {
                         String predicted = model.pin(p.offset(), p.length());
                         dev.guestmemfd.Pin[] got = new dev.guestmemfd.Pin[1];
-                        expect(predicted, () -> got[0] = memory.pin(p.offset(), p.length()), op);
+                        expect(predicted, () -> got[0] = memory.pin(at(p.offset()), p.length()), op);
                         if (predicted == null) {
                             pins.add(got[0]);
                             model.pins.add(new long[] {p.offset(), p.length()});
@@ -497,9 +509,10 @@ class GuestMemoryModelTest {
                         }
                     }
                 }
-                checkState(memory, model, leases, op);
+                checkState(memory, model, leases, op, base);
                 if (!model.closed) {
-                    checkChangeLog(changes.drain(), privateBefore, bytesBefore, model, op);
+                    checkChangeLog(changes.drain().get((int) (base / PAGE), (int) (base / PAGE) + PAGES), privateBefore,
+                            bytesBefore, model, op);
                 }
             }
             if (!model.closed) {
@@ -554,9 +567,9 @@ class GuestMemoryModelTest {
         }
     }
 
-    static void checkState(GuestMemory memory, Model model, List<dev.guestmemfd.Lease> leases, Op op) {
+    static void checkState(GuestMemory memory, Model model, List<dev.guestmemfd.Lease> leases, Op op, long base) {
         for (int p = 0; p < PAGES && !model.closed; p++) {
-            assertThat(memory.attribute((long) p * PAGE)).as("page %d after %s", p, op)
+            assertThat(memory.attribute(base + (long) p * PAGE)).as("page %d after %s", p, op)
                     .isEqualTo(model.privatePage[p] ? Attribute.PRIVATE : Attribute.SHARED);
         }
         for (int i = 0; i < leases.size(); i++) {

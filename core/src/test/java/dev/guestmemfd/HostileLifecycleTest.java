@@ -41,7 +41,8 @@ class HostileLifecycleTest {
     static final long SEED = Long.getLong("gmem.hostile.seed", System.nanoTime());
 
     static GuestMemory create(Backing backing) {
-        return GuestMemory.create(PAGES * PAGE, FLAGS, backing);
+        // One huge page on the backings of huge pages: their files are whole huge pages.
+        return GuestMemory.create(Math.max(PAGES * PAGE, backing.blockSize()), FLAGS, backing);
     }
 
     /** Fills page 0 of a fresh file with {@link #MARK}: the victim of any stray fd use. */

@@ -109,8 +109,9 @@ final class SnapshotFixtures {
     /**
      * What a refused restore must leave as it found: each page's attribute, whether it holds
      * data, and a digest of every page's bytes (a hole counts as zeros; it is not read, which
-     * would allocate it). On a backing that cannot free part of a file (memfd_secret), an
-     * allocated page that reads zero holds no data: that is what a punch leaves there.
+     * would allocate it). On a backing that cannot free part of a file (memfd_secret) or of a
+     * huge page (hugetlb), an allocated page that reads zero holds no data: that is what a
+     * punch leaves there.
      */
     record TargetState(String pages, String digest) {
         static TargetState of(GuestMemory memory) {

@@ -60,6 +60,8 @@ class SnapshotMutationTest {
     static SecretKey key;
     static byte[] stream;
     static List<Record> records;
+    /** The streams by file size: the backings of huge pages need files of whole huge pages. */
+    static final java.util.Map<Long, byte[]> STREAMS = new java.util.HashMap<>();
 
     /** One record's bytes in the stream: {@code [start, end)}, its body from {@code body}. */
     record Record(int start, int end, int kind, int body) {
@@ -69,8 +71,20 @@ class SnapshotMutationTest {
     static void writeTheStream() throws IOException {
         System.out.println("SnapshotMutationTest seed=" + SEED + " (rerun with -Dgmem.kit.seed=" + SEED + ")");
         key = key();
-        stream = twoRounds(key);
+        stream = twoRounds(key, PAGES * PAGE);
         records = parse(stream);
+        STREAMS.put(PAGES * PAGE, stream);
+    }
+
+    /** Makes {@link #stream} and {@link #records} those of a file of {@code fileSize} bytes: the same pages, then holes. */
+    static void useStreamOf(long fileSize) throws IOException {
+        byte[] s = STREAMS.get(fileSize);
+        if (s == null) {
+            s = twoRounds(key, fileSize);
+            STREAMS.put(fileSize, s);
+        }
+        stream = s;
+        records = parse(s);
     }
 
     /**
@@ -78,11 +92,11 @@ class SnapshotMutationTest {
      * holes. Then the guest shares page 1 (ZERO) and the host writes it, page 3 is punched, page
      * 5 becomes private holding secret 2. Round two sends pages 1, 3 and 5 again.
      */
-    static byte[] twoRounds(SecretKey key) throws IOException {
+    static byte[] twoRounds(SecretKey key, long fileSize) throws IOException {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
-        try (GuestMemory source = GuestMemory.create(PAGES * PAGE, flags(Backing.MEMFD, true), Backing.MEMFD);
+        try (GuestMemory source = GuestMemory.create(fileSize, flags(Backing.MEMFD, true), Backing.MEMFD);
              ChangeLog changes = source.trackChanges()) {
-            Binding owner = source.bind(new Owner() { }, 0, PAGES * PAGE);
+            Binding owner = source.bind(new Owner() { }, 0, fileSize);
             owner.pages().asSlice(0, PAGE).fill((byte) 0x10);
             source.convert(PAGE, 2 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             owner.pages().asSlice(PAGE, PAGE).copyFrom(MemorySegment.ofArray(SECRET_1));
@@ -176,7 +190,9 @@ class SnapshotMutationTest {
         // seeded sample of page-body bytes, which all fail alike: under a minute in all.
         boolean everyByte = backing == Backing.MEMFD && !initShared;
         int sample = initShared ? 300 : 1000;
-        try (GuestMemory memory = GuestMemory.create(PAGES * PAGE, flags(backing, initShared), backing);
+        long fileSize = Math.max(PAGES * PAGE, backing.blockSize());  // whole huge pages where pages are huge
+        useStreamOf(fileSize);
+        try (GuestMemory memory = GuestMemory.create(fileSize, flags(backing, initShared), backing);
              HostMapping host = memory.map(0, memory.size());
              HostPoller poller = initShared ? null : new HostPoller(List.of(SECRET_1, SECRET_2))) {
             Target target = new Target(memory);

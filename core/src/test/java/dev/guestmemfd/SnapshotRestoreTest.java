@@ -36,6 +36,11 @@ class SnapshotRestoreTest {
     static final byte[] SECRET = page("private plaintext of page X, ".getBytes(java.nio.charset.StandardCharsets.US_ASCII));
     static final byte[] CLEAR = page(0x3c);
 
+    /** {@return {@code pages}, or the pages of one huge page on a backing of huge pages: files are whole huge pages} */
+    static long pages(Backing backing, long pages) {
+        return Math.max(pages, backing.blockSize() / PAGE);
+    }
+
     static Stream<Backing> backings() {
         return Backing.available().stream();
     }
@@ -65,13 +70,14 @@ class SnapshotRestoreTest {
     @MethodSource("backingsAndFirstAttribute")
     void pagesSentSealedThenInTheClearNeverShowTheHostTheirOldSecret(Backing backing, boolean initShared) throws Exception {
         SecretKey key = key();
-        byte[] stream = SnapshotFixtures.sealedThenClear(PAGES, SECRET, CLEAR, key);
+        long pages = pages(backing, PAGES);
+        byte[] stream = SnapshotFixtures.sealedThenClear(pages, SECRET, CLEAR, key);
         try (HostPoller poller = new HostPoller(List.of(SECRET))) {
             for (int i = 0; i < 300; i++) {
-                try (GuestMemory target = GuestMemory.create(PAGES * PAGE, flags(backing, initShared), backing);
-                     HostMapping host = target.map(0, PAGES * PAGE)) {
+                try (GuestMemory target = GuestMemory.create(pages * PAGE, flags(backing, initShared), backing);
+                     HostMapping host = target.map(0, pages * PAGE)) {
                     Binding owner = target.bind(initShared ? pollingFromFirstPrivate(poller, host) : new Owner() { },
-                            0, PAGES * PAGE);
+                            0, pages * PAGE);
                     if (!initShared) {
                         poller.poll(host);
                     }
@@ -104,12 +110,13 @@ class SnapshotRestoreTest {
     @MethodSource("backings")
     void aCutStreamWithAForgedClearRecordIsRefusedAndShowsTheHostNothing(Backing backing) throws Exception {
         SecretKey key = key();
+        long pages = pages(backing, PAGES);
         byte[] forgedBytes = page(0x7f);
-        byte[] stream = SnapshotFixtures.cutWithForgedClearRecord(PAGES, X, SECRET, forgedBytes, key);
-        try (GuestMemory target = GuestMemory.create(PAGES * PAGE, flags(backing, false), backing);
-             HostMapping host = target.map(0, PAGES * PAGE);
+        byte[] stream = SnapshotFixtures.cutWithForgedClearRecord(pages, X, SECRET, forgedBytes, key);
+        try (GuestMemory target = GuestMemory.create(pages * PAGE, flags(backing, false), backing);
+             HostMapping host = target.map(0, pages * PAGE);
              HostPoller poller = new HostPoller(List.of(SECRET, forgedBytes))) {
-            Binding owner = target.bind(new Owner() { }, 0, PAGES * PAGE);
+            Binding owner = target.bind(new Owner() { }, 0, pages * PAGE);
             TargetState before = TargetState.of(target);
             Snapshot.ReplayGuard guard = new Snapshot.ReplayGuard();
             poller.poll(host);
@@ -155,10 +162,11 @@ class SnapshotRestoreTest {
     @MethodSource("backingsAndFirstAttribute")
     void bytesAfterTheTrailerAreRefusedAndNothingChanges(Backing backing, boolean initShared) throws Exception {
         SecretKey key = key();
-        byte[] stream = mixedStream(8, key);
+        long pages = pages(backing, 8);
+        byte[] stream = mixedStream(pages, key);
         Random random = new Random(14);
-        try (GuestMemory target = GuestMemory.create(8 * PAGE, flags(backing, initShared), backing)) {
-            Binding owner = target.bind(new Owner() { }, 0, 8 * PAGE);
+        try (GuestMemory target = GuestMemory.create(pages * PAGE, flags(backing, initShared), backing)) {
+            Binding owner = target.bind(new Owner() { }, 0, pages * PAGE);
             TargetState before = TargetState.of(target);
             Snapshot.ReplayGuard guard = new Snapshot.ReplayGuard();
             for (int extra : new int[] {1, 16, 4096, 100_000}) {
@@ -174,7 +182,7 @@ class SnapshotRestoreTest {
             assertErrno(() -> Snapshot.restore(owner, key, new ByteArrayInputStream(twice), guard), "EBADMSG");
             assertThat(TargetState.of(target)).isEqualTo(before);
             Snapshot.restore(owner, key, new ByteArrayInputStream(stream), guard);
-            assertRestoredMixed(target, 8);
+            assertRestoredMixed(target, pages);
         }
     }
 
@@ -203,9 +211,10 @@ class SnapshotRestoreTest {
     @MethodSource("backingsAndFirstAttribute")
     void aRefusedRestoreIsUndoneAndTheTargetStaysRestorable(Backing backing, boolean initShared) throws Exception {
         SecretKey key = key();
-        byte[] stream = mixedStream(8, key);
-        try (GuestMemory target = GuestMemory.create(8 * PAGE, flags(backing, initShared), backing)) {
-            Binding owner = target.bind(new Owner() { }, 0, 8 * PAGE);
+        long pages = pages(backing, 8);
+        byte[] stream = mixedStream(pages, key);
+        try (GuestMemory target = GuestMemory.create(pages * PAGE, flags(backing, initShared), backing)) {
+            Binding owner = target.bind(new Owner() { }, 0, pages * PAGE);
             TargetState before = TargetState.of(target);
             Snapshot.ReplayGuard guard = new Snapshot.ReplayGuard();
             List<Integer> cuts = new ArrayList<>();
@@ -221,7 +230,7 @@ class SnapshotRestoreTest {
             assertErrno(() -> Snapshot.restore(owner, key(), new ByteArrayInputStream(stream), guard), "EBADMSG");
             assertThat(TargetState.of(target)).isEqualTo(before);
             Snapshot.restore(owner, key, new ByteArrayInputStream(stream), guard);
-            assertRestoredMixed(target, 8);
+            assertRestoredMixed(target, pages);
             assertErrno(() -> Snapshot.restore(owner, key, new ByteArrayInputStream(stream), new Snapshot.ReplayGuard()), "EINVAL");
         }
     }
@@ -249,18 +258,19 @@ class SnapshotRestoreTest {
     @MethodSource("backings")
     void aStreamRestoresIntoATargetOfSeveralBindingsAndBack(Backing backing) throws Exception {
         SecretKey key = key();
-        byte[] stream = mixedStream(8, key);
-        try (GuestMemory target = GuestMemory.create(8 * PAGE, flags(backing, true), backing)) {
+        long pages = pages(backing, 8);
+        byte[] stream = mixedStream(pages, key);
+        try (GuestMemory target = GuestMemory.create(pages * PAGE, flags(backing, true), backing)) {
             Binding low = target.bind(new Owner() { }, 0, 3 * PAGE);
-            Binding high = target.bind(new Owner() { }, 3 * PAGE, 5 * PAGE);
+            Binding high = target.bind(new Owner() { }, 3 * PAGE, (pages - 3) * PAGE);
             Snapshot.restore(List.of(high, low), key, new ByteArrayInputStream(stream), new Snapshot.ReplayGuard());
-            assertRestoredMixed(target, 8);
+            assertRestoredMixed(target, pages);
             ByteArrayOutputStream again = new ByteArrayOutputStream();
             Snapshot.write(List.of(low, high), key, again);
-            try (GuestMemory second = GuestMemory.create(8 * PAGE, flags(backing, true), backing)) {
-                Binding one = second.bind(new Owner() { }, 0, 8 * PAGE);
+            try (GuestMemory second = GuestMemory.create(pages * PAGE, flags(backing, true), backing)) {
+                Binding one = second.bind(new Owner() { }, 0, pages * PAGE);
                 Snapshot.restore(one, key, new ByteArrayInputStream(again.toByteArray()), new Snapshot.ReplayGuard());
-                assertRestoredMixed(second, 8);
+                assertRestoredMixed(second, pages);
             }
         }
     }

@@ -1,6 +1,7 @@
 package dev.guestmemfd.cli;
 
 import dev.guestmemfd.Backing;
+import dev.guestmemfd.HugePagePool;
 import dev.guestmemfd.kvm.Capabilities;
 import dev.guestmemfd.kvm.Kvm;
 import dev.guestmemfd.kvm.KvmException;
@@ -195,6 +196,7 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
         json.put("memfdSecret", backings.get(Backing.SECRET).map(r -> "no (" + r + ")").orElse("yes"));
         json.put("transparentHugePages", Map.of("anonymous", thpAnonymous, "shmem", thpShmem));
         json.put("hugetlbPages", hugePages);
+        json.put("hugetlbPools", hugetlbPools());
         json.put("backing", name(preferredBacking()));
         json.put("backingReason", backingReason());
         json.put("conversionPath", conversionPath());
@@ -202,6 +204,21 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
         json.put("guestRequests", guestRequests());
         json.put("migration", migrationPaths());
         return json;
+    }
+
+    /** {@return each huge page pool of this host, as read now: size, total, free, reserved, surplus} */
+    private static List<Object> hugetlbPools() {
+        List<Object> pools = new ArrayList<>();
+        for (HugePagePool pool : HugePagePool.all()) {
+            Map<String, Object> one = new LinkedHashMap<>();
+            one.put("pageSize", pool.pageSize());
+            one.put("total", pool.total());
+            one.put("free", pool.free());
+            one.put("reserved", pool.reserved());
+            one.put("surplus", pool.surplus());
+            pools.add(one);
+        }
+        return pools;
     }
 
     String toText() {
@@ -224,6 +241,10 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
                 reason.map(r -> "no: " + r).orElse("yes"), 100)));
         out.append("huge pages          THP ").append(thpAnonymous).append(" (anonymous), ").append(thpShmem)
                 .append(" (shmem); hugetlb pages reserved: ").append(hugePages).append('\n');
+        for (HugePagePool pool : HugePagePool.all()) {
+            out.append(String.format(Locale.ROOT, "hugetlb pool %-6s %d pages, %d free, %d reserved, %d surplus%n",
+                    MemoryMapView.human(pool.pageSize()), pool.total(), pool.free(), pool.reserved(), pool.surplus()));
+        }
         out.append('\n');
         out.append("backing             ").append(backingReason()).append('\n');
         out.append("private pages       ").append(conversionPath()).append('\n');

@@ -54,7 +54,7 @@ final class MapCommand implements Callable<Integer> {
             }
             MemoryMapView view;
             try (ProgressBar bar = ProgressBar.onTerminal("reading page state", 1)) {
-                view = new MemoryMapView(memory.pageRuns(), memory.size(), memory.poisonedPages());
+                view = new MemoryMapView(memory.pageRuns(), memory.size(), memory.blockSize(), memory.poisonedPages());
                 bar.update(1);
             }
             System.out.print(view.terminal(System.console() != null));

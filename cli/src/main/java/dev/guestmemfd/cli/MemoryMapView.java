@@ -46,15 +46,22 @@ final class MemoryMapView {
     private final List<PageRun> runs;
     private final long size;
     private final long pagesPerBlock;
+    /** The file's huge page size, or {@link #PAGE}. */
+    private final long hugePage;
     private final List<Block> blocks;
     /** File offsets of the poisoned pages, in order: their blocks are drawn as {@code X}. */
     private final List<Long> poisoned;
 
     MemoryMapView(List<PageRun> runs, long size) {
-        this(runs, size, List.of());
+        this(runs, size, PAGE, List.of());
     }
 
-    MemoryMapView(List<PageRun> runs, long size, List<Long> poisoned) {
+    /**
+     * @param hugePage the file's block size: where larger than a page, its boundaries are drawn
+     * @param poisoned file offsets of the poisoned pages
+     */
+    MemoryMapView(List<PageRun> runs, long size, long hugePage, List<Long> poisoned) {
+        this.hugePage = hugePage;
         this.poisoned = List.copyOf(poisoned);
         this.runs = runs;
         this.size = size;
@@ -114,9 +121,19 @@ final class MemoryMapView {
         StringBuilder out = new StringBuilder();
         out.append(String.format(Locale.ROOT, "%s file, %d pages, one block = %d page%s%n",
                 human(size), size / PAGE, pagesPerBlock, pagesPerBlock == 1 ? "" : "s"));
+        boolean marks = hugePage > PAGE && pagesPerBlock * PAGE < hugePage;
+        if (hugePage > PAGE) {
+            out.append(marks
+                    ? String.format(Locale.ROOT, "%s huge pages (%d), each '|' starts one%n", human(hugePage), size / hugePage)
+                    : String.format(Locale.ROOT, "%s huge pages (%d), %d in a block%n", human(hugePage), size / hugePage,
+                            pagesPerBlock * PAGE / hugePage));
+        }
         for (int i = 0; i < blocks.size(); i += PER_LINE) {
             out.append(String.format(Locale.ROOT, "%12s  ", "0x" + Long.toHexString(blocks.get(i).offset())));
             for (int j = i; j < Math.min(blocks.size(), i + PER_LINE); j++) {
+                if (marks && blocks.get(j).offset() % hugePage == 0) {
+                    out.append('|');
+                }
                 char state = drawn(blocks.get(j));
                 out.append(colour && state != 'X' ? shaded(blocks.get(j)) : glyph(state, colour));
             }

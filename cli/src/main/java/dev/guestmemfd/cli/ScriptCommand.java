@@ -9,7 +9,7 @@ import picocli.CommandLine.Parameters;
 
 @Command(name = "script", mixinStandardHelpOptions = true, description = {
     "Run a script of guest_memfd operations, one result line per command.",
-    "Commands: create SIZE [mmap] [init_shared] [no_direct_map] [flags=HEX] [backing=memfd|secret|kernel],",
+    "Commands: create SIZE [mmap] [init_shared] [no_direct_map] [flags=HEX] [backing=memfd|secret|kernel|hugetlb] [pagesize=2M|1G],",
     "stat, fallocate MODE OFFSET LEN, mmap OFFSET LEN [shared|private], munmap ID,",
     "write ID OFFSET LEN BYTEHEX, read ID OFFSET LEN, convert OFFSET LEN shared|private unspecified|zero|preserve (zero: to shared only),",
     "pin OFFSET LEN, unpin ID, close. Results: ok, data HH*COUNT..., err ERRNO, fault."})

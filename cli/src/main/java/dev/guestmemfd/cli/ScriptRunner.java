@@ -213,6 +213,8 @@ final class ScriptRunner implements AutoCloseable {
         long size = number(w[1]);
         long flags = 0;
         Backing backing = defaultBacking;
+        boolean hugetlb = false;
+        String pageSize = null;
         for (int i = 2; i < w.length; i++) {
             String a = w[i];
             if (a.equals("mmap")) {
@@ -229,11 +231,24 @@ final class ScriptRunner implements AutoCloseable {
                     case "memfd" -> Backing.MEMFD;
                     case "secret" -> Backing.SECRET;
                     case "kernel" -> Backing.KERNEL;
-                    default -> throw new Malformed("backing must be memfd, secret or kernel");
+                    case "hugetlb" -> Backing.HUGETLB_2M;  // pagesize= may make it 1 GiB
+                    default -> throw new Malformed("backing must be memfd, secret, kernel or hugetlb");
                 };
+                hugetlb = backing == Backing.HUGETLB_2M;
+            } else if (a.startsWith("pagesize=")) {
+                pageSize = a.substring(9);
+                if (!pageSize.equals("2M") && !pageSize.equals("1G")) {
+                    throw new Malformed("pagesize must be 2M or 1G");
+                }
             } else {
                 throw new Malformed("unknown create option '" + a + "'");
             }
+        }
+        if (pageSize != null) {
+            if (!hugetlb) {
+                throw new Malformed("pagesize= goes with backing=hugetlb");
+            }
+            backing = pageSize.equals("1G") ? Backing.HUGETLB_1G : Backing.HUGETLB_2M;
         }
         closeFile();
         if (backing == null) {

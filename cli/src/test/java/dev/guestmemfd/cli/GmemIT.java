@@ -124,7 +124,12 @@ class GmemIT {
         assertThat((List<Object>) kvm.get("stillWorks")).isNotEmpty().anySatisfy(w -> assertThat((String) w).contains("snapshot verify"));
         assertThat((List<Object>) kvm.get("needsKvm")).isNotEmpty();
         Map<String, Object> backings = (Map<String, Object>) info.get("backings");
-        assertThat(backings).containsOnlyKeys("memfd", "secret", "kernel");
+        assertThat(backings).containsOnlyKeys("memfd", "secret", "kernel", "hugetlb_2m", "hugetlb_1g");
+        Map<String, Object> huge = (Map<String, Object>) backings.get("hugetlb_2m");
+        assertThat(huge.get("available").equals(true) == (huge.get("reason") == null)).as("a reason exactly when unavailable").isTrue();
+        // Every huge page pool of the host, as the kernel shows it.
+        assertThat((List<Object>) info.get("hugetlbPools")).allSatisfy(pool ->
+                assertThat((Map<String, Object>) pool).containsKeys("pageSize", "total", "free", "reserved", "surplus"));
         Map<String, Object> kernel = (Map<String, Object>) backings.get("kernel");
         assertThat(kernel.get("available")).isEqualTo(false);
         assertThat((String) kernel.get("reason")).contains(NO_KVM);
@@ -298,6 +303,47 @@ class GmemIT {
             err EBADF
             """;
 
+    /** backing=hugetlb: sizes of whole huge pages, 4 KiB offsets, attributes and punches inside them. */
+    @Test
+    void aScriptCreatesOnHugePagesAndWorksAt4KiBInsideThem() throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue(dev.guestmemfd.Backing.HUGETLB_2M.isAvailable(),
+                () -> dev.guestmemfd.Backing.HUGETLB_2M.unavailableReason().orElse(""));
+        Result r = gmem("""
+                create 0x10000 mmap backing=hugetlb
+                create 0x200000 mmap init_shared backing=hugetlb pagesize=2M
+                stat
+                mmap 0x1000 0x3000
+                write 1 0 0x3000 aa
+                convert 0x2000 0x1000 private zero
+                read 1 0 0x1000
+                read 1 0x1000 1
+                fallocate keep_size,punch_hole 0x1000 0x1000
+                read 1 0 0x1000
+                read 1 0x2000 0x1000
+                convert 0x2000 0x1000 shared preserve
+                read 1 0x1000 0x1000
+                """, "script", "-");
+        assertThat(r.err()).isEmpty();
+        assertThat(r.out()).isEqualTo("""
+                err EINVAL
+                ok
+                ok size=2097152 blksize=2097152
+                ok
+                ok
+                ok
+                data aa*4096
+                fault
+                ok
+                data 00*4096
+                data aa*4096
+                ok
+                data 00*4096
+                """);
+        Result wrong = gmem("create 0x200000 pagesize=2M\n", "script", "-");
+        assertThat(wrong.out()).isEqualTo("err EINVAL\n");
+        assertThat(wrong.err()).contains("pagesize= goes with backing=hugetlb");
+    }
+
     @ParameterizedTest
     @ValueSource(strings = {"memfd", "secret", "kernel"})
     void aScriptGivesTheSameOutputOnEveryBacking(String backing) throws Exception {
@@ -388,6 +434,13 @@ class GmemIT {
         assertThat(r.status()).as(r.err()).isZero();
         Map<String, Object> bench = json(r.out());
         assertThat(bench).containsKeys("machine", "overhead", "conversionCost", "conversionRate", "revocation", "metadata", "guest");
+        // hugePages: populate against memset, judged, or skipped with the reason where the pool is too small.
+        Map<String, Object> huge = (Map<String, Object>) bench.get("hugePages");
+        assertThat(huge).isNotNull();
+        if (!huge.containsKey("skipped")) {
+            assertThat(huge).containsKeys("populate", "memset", "populateVsMemset", "vs4k", "conversion", "firstTouch");
+            assertThat(((Map<String, Object>) huge.get("populateVsMemset")).get("goalMet")).isInstanceOf(Boolean.class);
+        }
         List<Object> overhead = (List<Object>) bench.get("overhead");
         assertThat(overhead).as("gcc builds the kernel side here").isNotEmpty();
         assertThat(overhead).allSatisfy(row -> assertThat(((Map<String, Object>) row).get("ratio")).isInstanceOf(Number.class));

@@ -18,7 +18,7 @@ import java.lang.foreign.MemorySegment;
  * write, once, and host code only ever sees views of that mapping over shared pages.
  */
 public abstract sealed class BackingFile implements AutoCloseable
-        permits BackingFile.Memfd, BackingFile.Secret, BackingFile.KernelGuestMemfd {
+        permits BackingFile.Memfd, BackingFile.Secret, BackingFile.KernelGuestMemfd, BackingFile.Hugetlb {
     private final int fd;
     private final long size;
     private final Arena arena = Arena.ofShared();
@@ -27,11 +27,14 @@ public abstract sealed class BackingFile implements AutoCloseable
     private final java.util.List<Arena> heldViews = new java.util.ArrayList<>();
 
     BackingFile(int fd, long size) {
+        this(fd, size, Mman.MAP_SHARED | Mman.MAP_NORESERVE);
+    }
+
+    BackingFile(int fd, long size, int mapFlags) {
         this.fd = fd;
         this.size = size;
         try {
-            this.pages = Mman.mmap(arena, size, Mman.PROT_READ | Mman.PROT_WRITE,
-                    Mman.MAP_SHARED | Mman.MAP_NORESERVE, fd, 0);
+            this.pages = Mman.mmap(arena, size, Mman.PROT_READ | Mman.PROT_WRITE, mapFlags, fd, 0);
         } catch (LinuxException e) {
             arena.close();
             Fd.close(fd);
@@ -105,6 +108,11 @@ public abstract sealed class BackingFile implements AutoCloseable
     /** {@return the mapping of the whole file} */
     public final MemorySegment pages() {
         return pages;
+    }
+
+    /** {@return the size of the file's pages: the unit in which memory is taken and returned} */
+    public long blockSize() {
+        return Mman.PAGE_SIZE;
     }
 
     /** {@return true when punching a hole gives the pages back to the system} */
@@ -373,6 +381,118 @@ public abstract sealed class BackingFile implements AutoCloseable
                 Fd.close(vmFdToClose);
             }
         }
+    }
+
+    /**
+     * A memfd of huge pages from the hugetlb pool. The owner's mapping is made without
+     * {@code MAP_NORESERVE}, so creating the file reserves all of it in the pool: the kernel
+     * refuses (ENOMEM) a file the pool cannot hold instead of killing the process later with
+     * SIGBUS on a touch. Punching 4 KiB pieces of a huge page zeroes them in place (the
+     * kernel's hugetlbfs does that itself); a punch of a whole huge page returns it and its
+     * reservation to the pool.
+     *
+     * <p>The kernel reports a hugetlb page resident ({@code mincore}) only in the mappings
+     * whose page tables hold it, not by the page cache, so residency here is that of the
+     * owner's mapping together with the mappings {@link #alsoMappedBy} names; allocation maps
+     * the new pages into the owner's mapping at once, which also spares the guest's first
+     * touch its fault.
+     */
+    public static final class Hugetlb extends BackingFile {
+        private final long hugePage;
+        /** Punches and the residency kept for a host mapping that goes away must not interleave. */
+        private final Object punchLock = new Object();
+        private volatile Residency others;
+
+        public Hugetlb(long size, long hugePage) {
+            super(sized(memfd(hugePage), size), size, Mman.MAP_SHARED);
+            this.hugePage = hugePage;
+        }
+
+        /** Makes a hugetlb memfd of {@code hugePage}-byte pages and closes it: fails as creating one would. */
+        static void probe(long hugePage) {
+            Fd.close(memfd(hugePage));
+        }
+
+        private static int memfd(long hugePage) {
+            int size = hugePage == 1L << 30 ? dev.guestmemfd.linux.Memfd.MFD_HUGE_1GB : dev.guestmemfd.linux.Memfd.MFD_HUGE_2MB;
+            return dev.guestmemfd.linux.Memfd.create("guestmemfd",
+                    dev.guestmemfd.linux.Memfd.MFD_CLOEXEC | dev.guestmemfd.linux.Memfd.MFD_HUGETLB | size);
+        }
+
+        @Override
+        public long blockSize() {
+            return hugePage;
+        }
+
+        /** Names the other mappings whose resident pages count too (the host's). */
+        public void alsoMappedBy(Residency residency) {
+            others = residency;
+        }
+
+        /** {@return the lock that punches hold} */
+        public Object punchLock() {
+            return punchLock;
+        }
+
+        /**
+         * Allocates the huge pages under the range and maps them into the owner's mapping. All
+         * or nothing: when the pool runs out (ENOSPC) the huge pages this call added are
+         * punched again before the error is thrown.
+         */
+        @Override
+        public void allocate(long offset, long length) {
+            long start = offset / hugePage * hugePage;
+            long end = Math.min(size(), (offset + length + hugePage - 1) / hugePage * hugePage);
+            java.util.List<long[]> before = new java.util.ArrayList<>();
+            forEachResidentRun(this, start, end - start, (o, l) -> before.add(new long[] {o, o + l}));
+            try {
+                Fd.fallocate(fd(), Fd.FALLOC_FL_KEEP_SIZE, offset, length);
+            } catch (LinuxException e) {
+                long at = start;
+                for (long[] run : before) {
+                    if (run[0] > at) {
+                        punchQuietly(at, run[0] - at);
+                    }
+                    at = Math.max(at, run[1]);
+                }
+                if (end > at) {
+                    punchQuietly(at, end - at);
+                }
+                throw e;
+            }
+            // The pages are in the file now: mapping them costs one entry per huge page.
+            Mman.madvise(pages().asSlice(start, end - start), Mman.MADV_POPULATE_WRITE);
+        }
+
+        private void punchQuietly(long offset, long length) {
+            try {
+                punch(offset, length);
+            } catch (LinuxException ignored) {
+                // A punch of whole huge pages inside the file does not fail.
+            }
+        }
+
+        @Override
+        public void punch(long offset, long length) {
+            synchronized (punchLock) {
+                super.punch(offset, length);
+            }
+        }
+
+        @Override
+        public void residency(long offset, long length, MemorySegment residency) {
+            super.residency(offset, length, residency);
+            Residency more = others;
+            if (more != null) {
+                more.addResident(offset, length, residency);
+            }
+        }
+    }
+
+    /** Adds the pages resident in other mappings of a file to a {@code mincore} vector. */
+    public interface Residency {
+        /** Sets bit 0 of the byte of each page of {@code [offset, offset + length)} resident in these mappings. */
+        void addResident(long offset, long length, MemorySegment residency);
     }
 
     /** Receives one run of pages: file offset and length in bytes. */

@@ -18,6 +18,12 @@ public final class Memfd {
     public static final int MFD_ALLOW_SEALING = 0x2;
     /** Back the file with huge pages from the hugetlb pool. */
     public static final int MFD_HUGETLB = 0x4;
+    /** With {@link #MFD_HUGETLB}: where the log2 of the huge page size goes in the flags. */
+    public static final int MFD_HUGE_SHIFT = 26;
+    /** With {@link #MFD_HUGETLB}: 2 MiB huge pages. */
+    public static final int MFD_HUGE_2MB = 21 << MFD_HUGE_SHIFT;
+    /** With {@link #MFD_HUGETLB}: 1 GiB huge pages. */
+    public static final int MFD_HUGE_1GB = 30 << MFD_HUGE_SHIFT;
     /** memfd_secret's only flag: close on exec. */
     public static final int SECRET_CLOEXEC = 0x80000; // O_CLOEXEC
     /** The x86-64 system call number of memfd_secret, which the C library does not wrap. */

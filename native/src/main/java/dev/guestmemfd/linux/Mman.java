@@ -96,6 +96,23 @@ public final class Mman {
     }
 
     /**
+     * Maps {@code length} bytes like {@link #mmap}, but when {@code arena} closes it runs
+     * {@code unmap} instead of unmapping: the caller unmaps (with {@link #munmap}) under its own
+     * lock, so that nothing it does to the mapping meanwhile ({@code MAP_FIXED} over part of it)
+     * can land on addresses that are no longer its own.
+     *
+     * @param unmap called once, with the mapping's address, when {@code arena} closes
+     * @return a segment of exactly {@code length} bytes over the mapping
+     * @throws LinuxException as {@link #mmap}
+     */
+    @SuppressWarnings("restricted") // the mapping's true size, and a lifetime whose end unmaps it
+    public static MemorySegment mmap(Arena arena, long length, int prot, int flags, int fd, long offset,
+                                     java.util.function.LongConsumer unmap) {
+        long start = mmapAt(0, length, prot, flags, fd, offset);
+        return MemorySegment.ofAddress(start).reinterpret(length, arena, ignored -> unmap.accept(start));
+    }
+
+    /**
      * Maps {@code length} bytes like {@link #mmap}, but leaves the lifetime to the caller:
      * nothing unmaps it but {@link #munmap}, and the segment returned stays valid for Java
      * after that; the caller must never hand it out.
@@ -230,6 +247,16 @@ public final class Mman {
             throw Libc.failure(capture, "mincore(addr=" + Libc.hex(segment.address()) + ", length="
                     + segment.byteSize() + ")");
         }
+    }
+
+    /**
+     * {@return a segment over {@code [address, address + length)} of the global scope, to name
+     * addresses that the caller maps itself to the kernel's calls ({@link #mincore},
+     * {@link #madvise}); never to be handed out or accessed after the mapping is gone}
+     */
+    @SuppressWarnings("restricted") // the caller owns the mapping and keeps the segment to itself
+    public static MemorySegment reach(long address, long length) {
+        return MemorySegment.ofAddress(address).reinterpret(length);
     }
 
     /**
