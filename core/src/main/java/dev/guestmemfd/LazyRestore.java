@@ -171,15 +171,22 @@ public final class LazyRestore implements AutoCloseable {
         }
         Userfaultfd uffd = null;
         String eager = null;
-        try {
-            uffd = Userfaultfd.open(Userfaultfd.FEATURE_POISON);
-            uffd.register(memory.pages().address(), memory.size());
-        } catch (LinuxException e) {
-            if (uffd != null) {
-                uffd.close();
-                uffd = null;
+        if (memory.backing().isHugetlb()) {
+            // userfaultfd registers hugetlb mappings, but serves their faults a whole huge page
+            // at a time, and this restore fetches 4 KiB pages: no page is served half-way.
+            eager = "the " + memory.backing() + " backing's faults are served a whole huge page at a time,"
+                    + " and this restore serves 4 KiB pages";
+        } else {
+            try {
+                uffd = Userfaultfd.open(Userfaultfd.FEATURE_POISON);
+                uffd.register(memory.pages().address(), memory.size());
+            } catch (LinuxException e) {
+                if (uffd != null) {
+                    uffd.close();
+                    uffd = null;
+                }
+                eager = "userfaultfd does not serve the " + memory.backing() + " backing here (" + e.getMessage() + ")";
             }
-            eager = "userfaultfd does not serve the " + memory.backing() + " backing here (" + e.getMessage() + ")";
         }
         LazyRestore restore = new LazyRestore(cover, source, uffd, eager, started);
         for (PageRun run : source.layout()) {

@@ -72,14 +72,20 @@ class Hugetlb2MBackingTest extends GuestMemoryContract {
     void aConversionWithZeroOverPartOfAHugePageZeroesThatPart() {
         try (GuestMemory m = file(HUGE); HostMapping map = m.map(0, HUGE)) {
             map.write(0, filled(HUGE, 0x33));
-            m.convert(4 * PAGE, 2 * PAGE, Attribute.PRIVATE, Content.ZERO);
+            // ZERO is a mode towards shared only: the guest's pages come back zeroed, the rest of
+            // the huge page keeps its bytes; and over pages already shared it zeroes them too.
+            m.convert(4 * PAGE, 2 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             Binding owner = m.bind(new Owner() { }, 0, HUGE);
-            assertThat(owner.pages().asSlice(4 * PAGE, 2 * PAGE).toArray(JAVA_BYTE)).containsOnly(0);
+            owner.pages().asSlice(4 * PAGE, 2 * PAGE).fill((byte) 0x44);
+            m.convert(4 * PAGE, 2 * PAGE, Attribute.SHARED, Content.ZERO);
+            assertThat(map.read(4 * PAGE, (int) (2 * PAGE))).containsOnly(0);
             assertThat(map.read(0, (int) (4 * PAGE))).containsOnly(0x33);
             assertThat(map.read(6 * PAGE, (int) (HUGE - 6 * PAGE))).containsOnly(0x33);
-            assertThat(m.attribute(4 * PAGE)).isEqualTo(Attribute.PRIVATE);
-            assertThat(m.attribute(3 * PAGE)).isEqualTo(Attribute.SHARED);
-            assertThat(m.attribute(6 * PAGE)).isEqualTo(Attribute.SHARED);
+            m.convert(8 * PAGE, PAGE, Attribute.SHARED, Content.ZERO);
+            assertThat(map.read(8 * PAGE, (int) PAGE)).containsOnly(0);
+            assertThat(map.read(9 * PAGE, (int) PAGE)).containsOnly(0x33);
+            assertThat(m.attribute(4 * PAGE)).isEqualTo(Attribute.SHARED);
+            assertThat(m.attribute(8 * PAGE)).isEqualTo(Attribute.SHARED);
             assertThat(m.pageCounts().allocated()).isEqualTo(PAGES_PER_HUGE);
         }
     }

@@ -47,7 +47,7 @@ class KernelConversionPathTest {
             if (b == Backing.KERNEL) {
                 continue;
             }
-            try (GuestMemory m = GuestMemory.create(4 * PAGE, Flag.MMAP.bit(), b)) {
+            try (GuestMemory m = GuestMemory.create(Math.max(4 * PAGE, b.blockSize()), Flag.MMAP.bit(), b)) {
                 assertThat(m.kernelConverts()).as("%s", b).isFalse();
             }
         }

@@ -40,7 +40,8 @@ class MemoryFailureTest {
     static GuestMemory create(Backing backing, boolean shared) {
         long flags = Flag.MMAP.bit() | (shared ? Flag.INIT_SHARED.bit() : 0)
                 | (backing == Backing.SECRET ? Flag.NO_DIRECT_MAP.bit() : 0);
-        return GuestMemory.create(SIZE, flags, backing);
+        // A hugetlb file is whole huge pages: the tests use its first SIZE bytes.
+        return GuestMemory.create(Math.max(SIZE, backing.blockSize()), flags, backing);
     }
 
     /** Fills every page of a shared file with its own index, through the host. */

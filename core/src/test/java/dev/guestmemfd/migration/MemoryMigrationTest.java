@@ -74,7 +74,11 @@ class MemoryMigrationTest {
                 MemoryMigration.Report r = o.report();
                 assertThat(r.memoryBytes()).isEqualTo(SIZE);
                 assertThat(r.roundBytes()).hasSize(whileRunning.size() + 1);
-                assertThat(r.roundBytes().getFirst()).isEqualTo(source.workload().filledPages() * PAGE);
+                if (backing.isHugetlb()) {  // a filled 4 KiB page allocates its whole huge page: all of it travels
+                    assertThat(r.roundBytes().getFirst()).isGreaterThanOrEqualTo(source.workload().filledPages() * PAGE);
+                } else {
+                    assertThat(r.roundBytes().getFirst()).isEqualTo(source.workload().filledPages() * PAGE);
+                }
                 assertThat(r.bytesSent()).isGreaterThan(r.pageBytes());
                 assertThat(r.pausedToRestoredNs()).isPositive().isLessThanOrEqualTo(r.totalNs());
                 assertThat(source.workload().writes()).as("the workload wrote while the pages travelled").isPositive();
