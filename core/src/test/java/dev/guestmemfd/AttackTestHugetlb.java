@@ -344,4 +344,69 @@ class AttackTestHugetlb {
         pin.close();
         assertThat(m.isClosed()).isTrue();
     }
+
+    @Test
+    void poisonOfOnePieceLeavesALeaseElsewhereInTheHugePageWorking() {
+        try (GuestMemory m = huge(1); HostMapping map = m.map(0, m.size())) {
+            byte[] data = pattern((int) m.size(), 41);
+            map.write(0, data);
+            try (Lease elsewhere = map.lease(0, 2 * PAGE); Lease over = map.lease(4 * PAGE, 2 * PAGE)) {
+                assertThat(m.reportMemoryFailure(5 * PAGE)).isTrue();
+                assertThat(over.isValid()).isFalse();
+                assertThat(elsewhere.isValid()).isTrue();
+                assertThat(elsewhere.segment().toArray(java.lang.foreign.ValueLayout.JAVA_BYTE))
+                        .isEqualTo(Arrays.copyOf(data, (int) (2 * PAGE)));
+                elsewhere.segment().set(java.lang.foreign.ValueLayout.JAVA_BYTE, 0, (byte) 0x77);
+                assertThat(map.read(0, 1)).containsExactly(0x77);
+                // a conversion over the poisoned piece is refused, one beside it is not
+                assertThatThrownBy(() -> m.convert(4 * PAGE, 4 * PAGE, Attribute.PRIVATE, Content.PRESERVE))
+                        .isInstanceOfSatisfying(GuestMemoryException.class, e -> {
+                            assertThat(e.errno()).isEqualTo(Errno.EHWPOISON);
+                            assertThat(e.errorOffset()).isEqualTo(5 * PAGE);
+                        });
+                m.convert(6 * PAGE, 2 * PAGE, Attribute.PRIVATE, Content.PRESERVE);
+                assertThat(elsewhere.isValid()).isTrue();
+                assertThat(map.read(PAGE, 8)).isEqualTo(Arrays.copyOfRange(data, (int) PAGE, (int) PAGE + 8));
+            }
+        }
+    }
+
+    @Test
+    void zeroTowardsSharedAcrossTheBoundaryWithPrivatePagesAndAPinElsewhere() {
+        try (GuestMemory m = huge(2); Binding owner = m.bind(new Owner() { }, 0, 2 * HUGE);
+                HostMapping map = m.map(0, m.size())) {
+            byte[] data = pattern((int) m.size(), 43);
+            map.write(0, data);
+            m.convert(HUGE - 2 * PAGE, 4 * PAGE, Attribute.PRIVATE, Content.PRESERVE);
+            try (Pin pin = m.pin(0, PAGE)) {
+                m.convert(HUGE - 4 * PAGE, 8 * PAGE, Attribute.SHARED, Content.ZERO);
+                assertThat(pin.segment().get(java.lang.foreign.ValueLayout.JAVA_BYTE, 0)).isEqualTo(data[0]);
+            }
+            Arrays.fill(data, (int) (HUGE - 4 * PAGE), (int) (HUGE + 4 * PAGE), (byte) 0);
+            assertThat(map.read(0, (int) m.size())).isEqualTo(data);
+            assertThat(owner.pages().asSlice(HUGE - 2 * PAGE, 4 * PAGE).toArray(java.lang.foreign.ValueLayout.JAVA_BYTE))
+                    .containsOnly(0);
+        }
+    }
+
+    @Test
+    void aPinOnOneSideOfTheBoundaryRefusesAConversionOfBothWholeAndTheOtherSideStaysShared() {
+        try (GuestMemory m = huge(2); HostMapping map = m.map(0, m.size())) {
+            byte[] data = pattern((int) m.size(), 47);
+            map.write(0, data);
+            m.pinWait(Duration.ZERO);
+            try (Pin pin = m.pin(HUGE + 3 * PAGE, PAGE)) {
+                assertThat(pin.length()).isEqualTo(PAGE);
+                assertThatThrownBy(() -> m.convert(0, 2 * HUGE, Attribute.PRIVATE, Content.UNSPECIFIED))
+                        .isInstanceOfSatisfying(GuestMemoryException.class, e -> {
+                            assertThat(e.errno()).isEqualTo(Errno.EAGAIN);
+                            assertThat(e.errorOffset()).isEqualTo(HUGE + 3 * PAGE);
+                        });
+            }
+            assertThat(m.pageCounts().privates()).isZero();
+            assertThat(map.read(0, (int) m.size())).isEqualTo(data);
+            m.convert(0, 2 * HUGE, Attribute.PRIVATE, Content.UNSPECIFIED);
+            assertThat(m.pageCounts().privates()).isEqualTo(2 * HUGE / PAGE);
+        }
+    }
 }
