@@ -1334,7 +1334,8 @@ public final class GuestMemory implements AutoCloseable {
      * @throws GuestMemoryException {@code EINVAL} for an unaligned, empty or out-of-file range,
      *                              an empty node set, or a node this host has no memory on
      *                              (nothing changes); {@code EOPNOTSUPP} on a backing whose
-     *                              kernel keeps no policy per range of the file (SECRET, and
+     *                              kernel keeps no policy per range of the file, or where the
+     *                              library has not verified that it does (SECRET, HUGETLB, and
      *                              KERNEL before Linux 6.19); {@code EBADF} when closed;
      *                              {@code ENOMEM} when the kernel runs out of mappings
      *                              ({@code vm.max_map_count}) to keep the policies apart
@@ -1436,6 +1437,9 @@ public final class GuestMemory implements AutoCloseable {
                 throw new GuestMemoryException(Errno.EINVAL, op, "offset must be page aligned and inside the " + size
                         + "-byte file", -1);
             }
+            // A page a lazy restore has not brought yet has memory all the same: bring it, then
+            // mark it, so the answer does not depend on how far the restore got.
+            fetchFirst(op, offset, PAGE_SIZE);
             lock.lock();
             try {
                 ensureOpen(op);

@@ -34,6 +34,9 @@ public record HugePagePool(long pageSize, long total, long free, long reserved, 
 
     /** {@return the pool of {@code pageSize}-byte pages, or empty when the host has none of that size} */
     public static Optional<HugePagePool> of(long pageSize) {
+        if (pageSize <= 0 || pageSize % 1024 != 0) {
+            return Optional.empty();  // pools are named in whole kibibytes: no other size has one
+        }
         Path dir = directory(pageSize);
         try {
             return Optional.of(new HugePagePool(pageSize, read(dir, "nr_hugepages"), read(dir, "free_hugepages"),

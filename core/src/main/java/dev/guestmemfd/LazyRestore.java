@@ -53,9 +53,10 @@ import java.util.function.Consumer;
  * waiting), and the {@link #onFailure} listeners (an owner that stops its vCPUs) run. Nothing
  * is quietly zero-filled.
  *
- * <p>Backings: userfaultfd serves memfd (shmem) and hugetlb mappings. The kernel refuses to
- * register a memfd_secret or a guest_memfd mapping: on those the restore is done eagerly
- * before {@link #start} returns, and {@link #eagerReason()} says why.
+ * <p>Backings: the restore is lazy on memfd (shmem). The kernel refuses to register a
+ * memfd_secret or a guest_memfd mapping, and it serves a hugetlb mapping's faults only a whole
+ * huge page at a time where this restore serves 4 KiB pages: on those three the restore is
+ * done eagerly before {@link #start} returns, and {@link #eagerReason()} says why.
  *
  * @implSpec Thread safe.
  */

@@ -18,7 +18,6 @@ import java.util.concurrent.TimeUnit;
 import javax.crypto.SecretKey;
 import javax.crypto.spec.SecretKeySpec;
 
-import org.junit.jupiter.api.Disabled;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -111,7 +110,6 @@ class AttackTestMisc {
     }
 
     @Test
-    @Disabled("FINDING: HugePagePool.of(2 MiB + 1) returns the 2 MiB pool labelled pageSize=2097153 (directory name rounds down to kB)")
     void aPoolSizeThatIsNotWholeKibibytesIsEmpty() {
         assumeThat(HugePagePool.of(2L << 20)).isPresent();
         assertThat(HugePagePool.of((2L << 20) + 1)).isEmpty();
