@@ -314,7 +314,7 @@ class GmemIT {
                 stat
                 mmap 0x1000 0x3000
                 write 1 0 0x3000 aa
-                convert 0x2000 0x1000 private zero
+                convert 0x2000 0x1000 private unspecified
                 read 1 0 0x1000
                 read 1 0x1000 1
                 fallocate keep_size,punch_hole 0x1000 0x1000
@@ -337,7 +337,7 @@ class GmemIT {
                 data 00*4096
                 data aa*4096
                 ok
-                data 00*4096
+                data aa*4096
                 """);
         Result wrong = gmem("create 0x200000 pagesize=2M\n", "script", "-");
         assertThat(wrong.out()).isEqualTo("err EINVAL\n");
@@ -413,7 +413,7 @@ class GmemIT {
                 read 1 0x5000 8
                 write 1 0x4000 0x2000 bb
                 pin 0x5000 0x1000
-                convert 0 0x40000 private zero
+                convert 0 0x40000 private unspecified
                 read 1 0x4000 8
                 poison 0x5001
                 """;
