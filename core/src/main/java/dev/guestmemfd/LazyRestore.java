@@ -162,7 +162,7 @@ public final class LazyRestore implements AutoCloseable {
         try {
             for (PageRun run : attributeRuns(source.layout())) {
                 if (!alreadyIs(before, run)) {
-                    memory.convert(run.offset(), run.length(), run.attribute(), Content.ZERO);
+                    memory.convert(run.offset(), run.length(), run.attribute(), emptyContent(run.attribute()));
                 }
             }
         } catch (RuntimeException e) {
@@ -212,6 +212,11 @@ public final class LazyRestore implements AutoCloseable {
         return merged;
     }
 
+    /** {@return the content mode for converting empty pages: ZERO is refused towards private, where nothing needs keeping} */
+    private static Content emptyContent(Attribute target) {
+        return target == Attribute.PRIVATE ? Content.UNSPECIFIED : Content.ZERO;
+    }
+
     /** {@return true when every page of {@code run} already has its attribute in {@code before}} */
     private static boolean alreadyIs(List<PageRun> before, PageRun run) {
         long end = run.offset() + run.length();
@@ -227,7 +232,7 @@ public final class LazyRestore implements AutoCloseable {
     private static void undoLayout(GuestMemory memory, List<PageRun> before, Throwable cause) {
         try {
             for (PageRun run : before) {
-                memory.convert(run.offset(), run.length(), run.attribute(), Content.ZERO);
+                memory.convert(run.offset(), run.length(), run.attribute(), emptyContent(run.attribute()));
             }
         } catch (RuntimeException failed) {
             cause.addSuppressed(failed);

@@ -73,7 +73,7 @@ public final class PageWorkload implements GuestActivity, CarriedState, AutoClos
         for (int run = 0; run * RUN < pages; run++) {
             if (privatePages[run * RUN]) {
                 long offset = run * RUN * PAGE;
-                memory.convert(offset, Math.min(RUN * PAGE, memory.size() - offset), Attribute.PRIVATE, Content.ZERO);
+                memory.convert(offset, Math.min(RUN * PAGE, memory.size() - offset), Attribute.PRIVATE, Content.UNSPECIFIED);
             }
         }
         host = memory.map(0, memory.size());
