@@ -65,10 +65,10 @@ class LazyRestoreTest {
             Binding owner = source.bind(new Owner() { }, 0, PAGES * PAGE);
             owner.pages().asSlice(0, PAGE).fill((byte) 0x11);
             source.allocate(PAGE, PAGE);
-            source.convert(3 * PAGE, 3 * PAGE, Attribute.PRIVATE, Content.ZERO);
+            source.convert(3 * PAGE, 3 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             owner.pages().asSlice(3 * PAGE, PAGE).copyFrom(MemorySegment.ofArray(SECRET));
             source.allocate(4 * PAGE, PAGE);
-            source.convert(6 * PAGE, PAGE, Attribute.PRIVATE, Content.ZERO);
+            source.convert(6 * PAGE, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             owner.pages().asSlice(6 * PAGE, PAGE).copyFrom(MemorySegment.ofArray(SECRET));
             owner.pages().asSlice(7 * PAGE, PAGE).fill((byte) 0x77);
             Snapshot.Writer writer = Snapshot.writer(List.of(owner), key, out);

@@ -96,7 +96,7 @@ class MemoryFailureTest {
             assertErrno(() -> m.map(0, SIZE), "EHWPOISON");
             GuestMemoryException toPrivate = assertErrno(() -> m.convert(0, SIZE, Attribute.PRIVATE, Content.PRESERVE), "EHWPOISON");
             assertThat(toPrivate.errorOffset()).isEqualTo(BAD);
-            assertErrno(() -> m.convert(BAD, PAGE, Attribute.PRIVATE, Content.ZERO), "EHWPOISON");
+            assertErrno(() -> m.convert(BAD, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED), "EHWPOISON");
             assertThat(m.pageRuns()).as("nothing changed").isEqualTo(runs);
             assertThat(m.poisonedPages()).containsExactly(BAD);
             assertThat(m.attribute(BAD)).isEqualTo(Attribute.SHARED);
@@ -174,11 +174,11 @@ class MemoryFailureTest {
                     .startsWith(page(5)).endsWith(new byte[(int) PAGE]);
             host.write(BAD, new byte[] {9});
             assertThat(host.read(BAD, 1)).containsExactly(9);
-            m.convert(BAD, PAGE, Attribute.PRIVATE, Content.ZERO);
+            m.convert(BAD, PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
             m.convert(BAD, PAGE, Attribute.SHARED, Content.ZERO);
             m.punchHole(0, SIZE);
             assertThat(m.poisonedPages()).isEmpty();
-            m.convert(0, SIZE, Attribute.PRIVATE, Content.ZERO);  // nothing poisoned: the whole file converts
+            m.convert(0, SIZE, Attribute.PRIVATE, Content.UNSPECIFIED);  // nothing poisoned: the whole file converts
             m.convert(0, SIZE, Attribute.SHARED, Content.ZERO);
             assertThat(host.read(BAD + 2 * PAGE, 4)).containsOnly(0);
             assertThat(recorder.calls).contains("begin MEMORY_FAILURE " + (BAD + 2 * PAGE) + "+" + PAGE);

@@ -61,7 +61,7 @@ final class MemoryOverChannel {
             }
             long privateBytes = written - shared;
             if (privateBytes > 0) {
-                memory.convert(start + shared, privateBytes, Attribute.PRIVATE, Content.ZERO);
+                memory.convert(start + shared, privateBytes, Attribute.PRIVATE, Content.UNSPECIFIED);
                 for (long at = start + shared; at < size; at += chunk.length) {
                     if (secret != null) {
                         for (int i = 0; i < chunk.length; i++) {

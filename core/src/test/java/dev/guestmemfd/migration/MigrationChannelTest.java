@@ -445,7 +445,7 @@ class MigrationChannelTest {
         try (HostMapping host = m.map(0, SIZE)) {
             host.write(2 * PAGE, fill(SHARED, 6 * PAGE));
         }
-        m.convert(20 * PAGE, 8 * PAGE, Attribute.PRIVATE, Content.ZERO);
+        m.convert(20 * PAGE, 8 * PAGE, Attribute.PRIVATE, Content.UNSPECIFIED);
         owner.pages().asSlice(20 * PAGE, 8 * PAGE).copyFrom(java.lang.foreign.MemorySegment.ofArray(fill(SECRET, 8 * PAGE)));
         BINDINGS.put(m, owner);
         return m;
