@@ -5,6 +5,7 @@ import dev.guestmemfd.Binding;
 import dev.guestmemfd.Flag;
 import dev.guestmemfd.GuestMemory;
 import dev.guestmemfd.LazyRestore;
+import dev.guestmemfd.PageRun;
 import dev.guestmemfd.Snapshot;
 import dev.guestmemfd.migration.CarriedState;
 import dev.guestmemfd.migration.FileDescription;
@@ -144,9 +145,11 @@ final class PostCopyDemo {
             var key = X25519Agreement.agree(socket.getInputStream(), socket.getOutputStream());
             PostCopy.Arrival arrival = PostCopy.receive(socket.getInputStream(), socket.getOutputStream(), key,
                     build(), TIMEOUT);
-            try (GuestMemory memory = arrival.memory(); LazyRestore restore = arrival.restore()) {
-                // the workload's first access: the page in the middle of the file, through the library
-                restore.fetch(memory.size() / 2 - memory.size() / 2 % GuestMemory.PAGE_SIZE, GuestMemory.PAGE_SIZE);
+            try (GuestMemory _ = arrival.memory(); LazyRestore restore = arrival.restore()) {
+                // the workload's first access: the last page with bytes, which the ordered pull reaches last
+                long last = arrival.layout().reversed().stream().filter(PageRun::allocated)
+                        .mapToLong(r -> r.offset() + r.length() - GuestMemory.PAGE_SIZE).findFirst().orElse(0);
+                restore.fetch(last, GuestMemory.PAGE_SIZE);
                 long firstAccess = System.nanoTime() - arrival.pausedAtNanos();
                 if (!restore.await(TIMEOUT)) {
                     throw new IOException("post-copy did not complete in " + TIMEOUT);

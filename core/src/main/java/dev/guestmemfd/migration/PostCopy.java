@@ -85,12 +85,14 @@ public final class PostCopy {
      * @param restore       the lazy restore bringing the pages: await it, or close it to stop
      * @param pausedAtNanos the source's {@code System.nanoTime()} at its pause (one host only)
      * @param resumedAtNanos this end's {@code System.nanoTime()} once the file could be used
+     * @param layout        the file's runs as the source sent them (poisoned pages as holes)
      */
     public record Arrival(Binding binding, List<CarriedState> carried, LazyRestore restore, long pausedAtNanos,
-                          long resumedAtNanos) {
-        /** Copies the list. */
+                          long resumedAtNanos, List<PageRun> layout) {
+        /** Copies the lists. */
         public Arrival {
             carried = List.copyOf(carried);
+            layout = List.copyOf(layout);
         }
 
         /** {@return the file} */
@@ -421,7 +423,7 @@ public final class PostCopy {
             synchronized (frames) {
                 frames.send(PostCopyFrames.RESUMED, ByteBuffer.allocate(8).putLong(resumedAt).array());
             }
-            return new Arrival(binding, destination.carried(), restore, layout.pausedAt, resumedAt);
+            return new Arrival(binding, destination.carried(), restore, layout.pausedAt, resumedAt, layout.runs);
         } catch (IOException | RuntimeException e) {
             if (restore != null) {
                 restore.close();
