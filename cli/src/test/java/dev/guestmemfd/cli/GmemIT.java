@@ -367,7 +367,7 @@ class GmemIT {
                 read 1 0x5000 8
                 write 1 0x4000 0x2000 bb
                 pin 0x5000 0x1000
-                convert 0 0x40000 private zero
+                convert 0 0x40000 private unspecified
                 read 1 0x4000 8
                 poison 0x5001
                 """;
