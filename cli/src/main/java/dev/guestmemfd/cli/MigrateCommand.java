@@ -91,6 +91,11 @@ final class MigrateCommand implements Callable<Integer> {
                     + " (default: ${DEFAULT-VALUE}).")
     long writeRate;
 
+    @Option(names = "--postcopy",
+            description = "With --demo, memory-only: the destination resumes at once and its pages follow on demand"
+                    + " (post-copy); reports firstAccessMs, residentMs and eagerMs (stop-and-copy of the same file).")
+    boolean postcopy;
+
     @Option(names = "--receive-memory", hidden = true, description = "Be the memory-only demo's destination.")
     boolean receiveMemory;
 
@@ -143,6 +148,9 @@ final class MigrateCommand implements Callable<Integer> {
         if (memoryOnly && !demo) {
             throw Failure.usage("--memory-only goes with --demo");
         }
+        if (postcopy && !demo) {
+            throw Failure.usage("--postcopy goes with --demo");
+        }
         if (writeRate < 0) {
             throw Failure.usage("--write-rate " + writeRate + ": a rate is 0 or more");
         }
@@ -154,6 +162,10 @@ final class MigrateCommand implements Callable<Integer> {
         if (channel != null) {
             channel.load();
             return listenAt != null ? listenOnChannel(channel, listenAt) : connectOverChannel(channel, connectTo);
+        }
+        if (demo && postcopy) {
+            // memory-only on every host: the KVM guest's post-copy is not built yet
+            return new PostCopyDemo(guest, ownerModel, writeRate, runMs, json).run();
         }
         if (demo && (memoryOnly || Kvm.unavailableReason().isPresent())) {
             return new MemoryMigrateDemo(guest, ownerModel, writeRate, runMs, json,
