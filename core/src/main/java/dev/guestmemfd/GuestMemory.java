@@ -4,12 +4,12 @@ import dev.guestmemfd.internal.BackingFile;
 import dev.guestmemfd.internal.Events;
 import dev.guestmemfd.internal.HostView;
 import dev.guestmemfd.internal.PageBits;
+import dev.guestmemfd.internal.PoisonMarks;
 import dev.guestmemfd.internal.RangeGate;
 import dev.guestmemfd.internal.RunMap;
 import dev.guestmemfd.linux.Fd;
 import dev.guestmemfd.linux.KvmDevice;
 import dev.guestmemfd.linux.LinuxException;
-import dev.guestmemfd.linux.Mempolicy;
 import dev.guestmemfd.linux.Mman;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -21,6 +21,7 @@ import java.util.concurrent.locks.Condition;
 import java.util.concurrent.locks.ReentrantLock;
 import java.util.concurrent.locks.StampedLock;
 import java.util.function.Function;
+import java.util.function.Supplier;
 
 /**
  * A guest memory file: a fixed-size, memory-only file whose pages are allocated on demand,
@@ -104,9 +105,9 @@ public final class GuestMemory implements AutoCloseable {
      * Pages reported poisoned ({@link #reportMemoryFailure}) and not punched since: no access
      * reaches them. Written under the lock and {@link #bitsLock}, like {@link #attributes}.
      */
-    private final PageBits poisoned;
-    /** Whether {@link #poisoned} holds a page: while it does not, every check of it is this one read. */
-    private volatile boolean anyPoisoned;
+    private final PoisonMarks poisoned;
+    /** Sets and reads the NUMA policy of the file's ranges. */
+    private final PolicyControl placement;
     /** The range of the conversion in progress, whose pages grant no new host reference. */
     private long busyStart = -1;
     private long busyEnd = -1;
@@ -139,7 +140,8 @@ public final class GuestMemory implements AutoCloseable {
         this.attributes = new PageBits(!flags.contains(Flag.INIT_SHARED), pages);
         this.fallocated = new PageBits(false, pages);
         this.unrestored = new PageBits(false, pages);
-        this.poisoned = new PageBits(false, pages);
+        this.poisoned = new PoisonMarks(pages, bitsLock);
+        this.placement = new PolicyControl(file, backing);
         startPrivateInKernel(file, this.flags);
         this.hostView = hostViewOf(file);
     }
@@ -1111,8 +1113,8 @@ public final class GuestMemory implements AutoCloseable {
                     "past the end of the " + size + "-byte file");
         }
         long inFile = Math.min(length, size - fileOffset);
-        if (inFile > 0 && anyPoisoned) {
-            long bad = firstPoisonedUnlocked(page(fileOffset), page(fileOffset + inFile + PAGE_SIZE - 1));
+        if (inFile > 0 && poisoned.any()) {
+            long bad = poisoned.firstUnlocked(page(fileOffset), page(fileOffset + inFile + PAGE_SIZE - 1));
             if (bad >= 0) {
                 throw poisonedAt(hostOp(kind, mapping, fileOffset, length), bad);
             }
@@ -1309,6 +1311,22 @@ public final class GuestMemory implements AutoCloseable {
         }
     }
 
+    /**
+     * {@return what {@code call} gives, run with the lock held after checking that the file is
+     * open} A refusal of the kernel's becomes the file's exception.
+     */
+    private <T> T kernelLocked(String op, Supplier<T> call) {
+        lock.lock();
+        try {
+            ensureOpen(op);
+            return call.get();
+        } catch (LinuxException e) {
+            throw fromKernel(op, e);
+        } finally {
+            lock.unlock();
+        }
+    }
+
     private List<Binding> bindingsOver(long offset, long length) {
         List<Binding> over = new ArrayList<>(2);
         for (Binding b : bindings) {
@@ -1345,33 +1363,11 @@ public final class GuestMemory implements AutoCloseable {
         String op = "setPolicy(offset=" + offset + ", len=" + length + ", " + policy + ")";
         ensureOpen(op);
         checkRange(op, offset, length);
-        java.util.BitSet hostNodes = Mempolicy.memoryNodes();
-        if (!(policy instanceof MemoryPolicy.Default)) {
-            if (policy.nodeSet().isEmpty()) {
-                throw new GuestMemoryException(Errno.EINVAL, op, "the policy names no node", -1);
-            }
-            for (int node : policy.nodeSet()) {
-                // Checked before any mask is built: a node number is not a size to allocate by.
-                if (node < 0 || node >= Mempolicy.MAX_NODES || !hostNodes.get(node)) {
-                    throw new GuestMemoryException(Errno.EINVAL, op, "node " + node + " is not a node with memory on "
-                            + "this host (nodes " + hostNodes + ")", -1);
-                }
-            }
-        }
-        KernelPolicy kernel = KernelPolicy.of(policy);
-        if (!file.keepsFilePolicy()) {
-            throw new GuestMemoryException(Errno.EOPNOTSUPP, op, "the " + backing + " backing keeps no memory policy per "
-                    + "range of the file: the kernel would apply it to the library's mapping alone", -1);
-        }
-        lock.lock();
-        try {
-            ensureOpen(op);
-            file.setPolicy(offset, length, kernel.mode(), kernel.mask());
-        } catch (LinuxException e) {
-            throw fromKernel(op, e);
-        } finally {
-            lock.unlock();
-        }
+        KernelPolicy kernel = placement.check(op, policy);
+        kernelLocked(op, () -> {
+            placement.set(offset, length, kernel);
+            return null;
+        });
     }
 
     /**
@@ -1389,21 +1385,7 @@ public final class GuestMemory implements AutoCloseable {
         if (offset < 0 || offset >= size) {
             throw new GuestMemoryException(Errno.EINVAL, op, "offset is outside the " + size + "-byte file", -1);
         }
-        lock.lock();
-        try {
-            ensureOpen(op);
-            Mempolicy.Policy reported = file.policy(offset / PAGE_SIZE * PAGE_SIZE);
-            MemoryPolicy policy = new KernelPolicy(reported.mode(), reported.nodes()).toPolicy();
-            if (policy == null) {
-                throw new GuestMemoryException(Errno.EOPNOTSUPP, op, "the kernel reports policy mode " + reported.mode()
-                        + " over nodes " + reported.nodes() + ", which this library does not set", -1);
-            }
-            return policy;
-        } catch (LinuxException e) {
-            throw fromKernel(op, e);
-        } finally {
-            lock.unlock();
-        }
+        return kernelLocked(op, () -> placement.get(op, offset / PAGE_SIZE * PAGE_SIZE));
     }
 
     // ---------------------------------------------------------------- memory failure
@@ -1463,7 +1445,7 @@ public final class GuestMemory implements AutoCloseable {
     private boolean poisonLocked(String op, long offset) {
         waitWhileBusy(op, 0, size);  // the page is the busy range while it is taken away
         long p = page(offset);
-        if (poisoned.isSet(p)) {
+        if (poisoned.isMarked(p)) {
             return false;
         }
         if (!fallocated.isSet(p) && !isResident(offset)) {
@@ -1487,13 +1469,7 @@ public final class GuestMemory implements AutoCloseable {
                     }
                 }
                 hostView.revoke(offset, PAGE_SIZE);
-                long stamp = bitsLock.writeLock();
-                try {
-                    poisoned.set(p, p + 1, true);
-                    anyPoisoned = true;
-                } finally {
-                    bitsLock.unlockWrite(stamp);
-                }
+                poisoned.mark(p);
                 changed(offset, PAGE_SIZE);
             });
             return true;
@@ -1522,12 +1498,8 @@ public final class GuestMemory implements AutoCloseable {
         try {
             ensureOpen("poisonedPages()");
             List<Long> offsets = new ArrayList<>();
-            if (anyPoisoned) {
-                poisoned.forEachRun(0, pages, true, (from, to) -> {
-                    for (long q = from; q < to; q++) {
-                        offsets.add(q * PAGE_SIZE);
-                    }
-                });
+            for (long p : poisoned.marked()) {
+                offsets.add(p * PAGE_SIZE);
             }
             return offsets;
         } finally {
@@ -1548,7 +1520,7 @@ public final class GuestMemory implements AutoCloseable {
         lock.lock();
         try {
             ensureOpen(op);
-            return anyPoisoned && poisoned.isSet(page(offset));
+            return poisoned.isMarked(page(offset));
         } finally {
             lock.unlock();
         }
@@ -1559,12 +1531,12 @@ public final class GuestMemory implements AutoCloseable {
      * range inside the file, or -1} One read while no page is poisoned.
      */
     long firstPoisoned(long offset, long length) {
-        if (!anyPoisoned) {
+        if (!poisoned.any()) {
             return -1;
         }
         lock.lock();
         try {
-            long bad = poisoned.firstSet(page(offset), page(offset + length + PAGE_SIZE - 1));
+            long bad = poisoned.first(page(offset), page(offset + length + PAGE_SIZE - 1));
             return bad < 0 ? -1 : bad * PAGE_SIZE;
         } finally {
             lock.unlock();
@@ -1573,11 +1545,9 @@ public final class GuestMemory implements AutoCloseable {
 
     /** Refuses a range, inside the file, that covers a poisoned page; under the lock. */
     void checkNotPoisoned(String op, long offset, long length) {
-        if (anyPoisoned) {
-            long bad = poisoned.firstSet(page(offset), page(offset + length + PAGE_SIZE - 1));
-            if (bad >= 0) {
-                throw poisonedAt(op, bad);
-            }
+        long bad = poisoned.first(page(offset), page(offset + length + PAGE_SIZE - 1));
+        if (bad >= 0) {
+            throw poisonedAt(op, bad);
         }
     }
 
@@ -1586,42 +1556,9 @@ public final class GuestMemory implements AutoCloseable {
                 + " is poisoned (a memory failure); punch it to use it again", page * PAGE_SIZE);
     }
 
-    /** As {@link #firstHostPrivate}, for the poisoned pages: an optimistic read, validated. */
-    private long firstPoisonedUnlocked(long start, long end) {
-        long stamp = bitsLock.tryOptimisticRead();
-        if (stamp != 0) {
-            try {
-                long found = poisoned.firstSet(start, end);
-                if (bitsLock.validate(stamp)) {
-                    return found;
-                }
-            } catch (RuntimeException tornByAWriter) {
-                // read again below, under the lock
-            }
-        }
-        stamp = bitsLock.readLock();
-        try {
-            return poisoned.firstSet(start, end);
-        } finally {
-            bitsLock.unlockRead(stamp);
-        }
-    }
-
     /** Clears the poison of pages {@code [first, end)}, punched; the host's mapping of the shared ones comes back. */
     private void clearPoison(long first, long end) {
-        if (!anyPoisoned || poisoned.firstSet(first, end) < 0) {
-            return;
-        }
-        List<long[]> cleared = new ArrayList<>(1);
-        poisoned.forEachRun(first, end, true, (from, to) -> cleared.add(new long[] {from, to}));
-        long stamp = bitsLock.writeLock();
-        try {
-            poisoned.set(first, end, false);
-            anyPoisoned = poisoned.firstSet(0, pages) >= 0;
-        } finally {
-            bitsLock.unlockWrite(stamp);
-        }
-        for (long[] run : cleared) {
+        for (long[] run : poisoned.clear(first, end)) {
             attributes.forEachRun(run[0], run[1], false, (from, to) -> {
                 hostView.restore(from * PAGE_SIZE, (to - from) * PAGE_SIZE);
             });
@@ -1964,7 +1901,7 @@ public final class GuestMemory implements AutoCloseable {
             waitWhileBusy("copyIfShared", fileOffset, to.byteSize());
             long endPage = page(fileOffset + to.byteSize() + PAGE_SIZE - 1);
             if (attributes.firstSet(page(fileOffset), endPage) >= 0
-                    || (anyPoisoned && poisoned.firstSet(page(fileOffset), endPage) >= 0)) {
+                    || poisoned.first(page(fileOffset), endPage) >= 0) {
                 return false;
             }
             to.copyFrom(from.asSlice(0, to.byteSize()));
