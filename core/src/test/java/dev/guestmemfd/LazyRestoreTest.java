@@ -10,6 +10,7 @@ import static org.assertj.core.api.Assertions.assertThatThrownBy;
 import dev.guestmemfd.linux.Fd;
 import dev.guestmemfd.linux.LinuxException;
 import dev.guestmemfd.linux.Memfd;
+import dev.guestmemfd.testing.GatedPageSource;
 import java.io.IOException;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
@@ -23,12 +24,10 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
 import java.util.stream.Stream;
 import javax.crypto.SecretKey;
 import org.junit.jupiter.api.Test;
@@ -102,64 +101,6 @@ class LazyRestoreTest {
         return file;
     }
 
-    /** A source whose reads wait for a gate, and can be told to fail: a slow or dying remote. */
-    static final class GatedSource implements PageSource {
-        final PageSource inner;
-        final CountDownLatch gate = new CountDownLatch(1);
-        final AtomicInteger reads = new AtomicInteger();
-        volatile boolean dead;
-
-        GatedSource(PageSource inner) {
-            this.inner = inner;
-        }
-
-        @Override
-        public long fileSize() {
-            return inner.fileSize();
-        }
-
-        @Override
-        public List<PageRun> layout() {
-            return inner.layout();
-        }
-
-        @Override
-        public List<byte[]> ownerStates() {
-            return inner.ownerStates();
-        }
-
-        @Override
-        public Extent extent(long offset) {
-            return inner.extent(offset);
-        }
-
-        @Override
-        public void read(Extent extent, MemorySegment into) throws IOException {
-            reads.incrementAndGet();
-            try {
-                if (!gate.await(60, TimeUnit.SECONDS)) {
-                    throw new IOException("gate never opened");
-                }
-            } catch (InterruptedException e) {
-                throw new IOException(e);
-            }
-            if (dead) {
-                throw new IOException("the source died");
-            }
-            inner.read(extent, into);
-        }
-
-        @Override
-        public void verify() throws IOException {
-            inner.verify();
-        }
-
-        @Override
-        public void close() throws IOException {
-            inner.close();
-        }
-    }
-
     static GuestMemory target(long pages) {
         return GuestMemory.create(pages * PAGE, flags(Backing.MEMFD, true), Backing.MEMFD);
     }
@@ -188,7 +129,7 @@ class LazyRestoreTest {
         Path file = everyState(dir, key);
         try (GuestMemory target = target(PAGES); PageSource source = PageSource.open(file, key, new Snapshot.ReplayGuard())) {
             Binding owner = target.bind(new Owner() { }, 0, PAGES * PAGE);
-            GatedSource gated = new GatedSource(source);
+            GatedPageSource gated = new GatedPageSource(source);
             try (LazyRestore restore = LazyRestore.start(List.of(owner), gated, s -> { })) {
                 assertThat(restore.eagerReason()).isEmpty();
                 // The layout is there at once, before any byte arrived.
@@ -201,7 +142,7 @@ class LazyRestoreTest {
                 assertThat(nativeRead(owner.pages().asSlice(5 * PAGE, PAGE))).containsOnly(0);
                 // (they returned while the source was shut: no fault of theirs reached it)
                 assertThat(restore.stats().zeroFaults()).isGreaterThanOrEqualTo(2);
-                gated.gate.countDown();
+                gated.open();
                 try (HostMapping host = target.map(0, PAGES * PAGE)) {
                     assertThat(host.read(0, (int) PAGE)).containsOnly(0x11);
                     assertThat(host.read(PAGE, (int) PAGE)).containsOnly(0);
@@ -328,7 +269,7 @@ class LazyRestoreTest {
         Path file = numbered(dir, key, 6);
         try (GuestMemory target = target(6); PageSource inner = PageSource.open(file, key, new Snapshot.ReplayGuard())) {
             Binding owner = target.bind(new Owner() { }, 0, 6 * PAGE);
-            GatedSource source = new GatedSource(inner);
+            GatedPageSource source = new GatedPageSource(inner);
             try (LazyRestore restore = LazyRestore.start(List.of(owner), source, s -> { });
                  HostMapping host = target.map(0, 6 * PAGE)) {
                 CompletableFuture<byte[]> guest = CompletableFuture.supplyAsync(() -> nativeRead(owner.pages().asSlice(0, PAGE)));
@@ -343,7 +284,7 @@ class LazyRestoreTest {
                             return e;
                         }
                     });
-                    source.gate.countDown();
+                    source.open();
                     assertThat(refused.get(60, TimeUnit.SECONDS)).isInstanceOfSatisfying(GuestMemoryException.class,
                             e -> assertThat(e.errno()).isEqualTo(Errno.EFAULT));
                 }
@@ -363,7 +304,7 @@ class LazyRestoreTest {
         Path file = numbered(dir, key, pages);
         try (GuestMemory target = target(pages); PageSource inner = PageSource.open(file, key, new Snapshot.ReplayGuard())) {
             Binding owner = target.bind(new Owner() { }, 0, pages * PAGE);
-            GatedSource source = new GatedSource(inner);
+            GatedPageSource source = new GatedPageSource(inner);
             try (LazyRestore restore = LazyRestore.start(List.of(owner), source, s -> { });
                  HostMapping host = target.map(0, pages * PAGE)) {
                 List<Throwable> heard = new java.util.concurrent.CopyOnWriteArrayList<>();
@@ -378,7 +319,7 @@ class LazyRestoreTest {
                         return e;
                     }
                 });
-                source.gate.countDown();
+                source.open();
                 Throwable hostFailure = org.assertj.core.api.Assertions.catchThrowable(
                         () -> host.read((pages - 2) * PAGE, (int) PAGE));
                 assertThat(hostFailure).isInstanceOfSatisfying(GuestMemoryException.class,
@@ -404,9 +345,9 @@ class LazyRestoreTest {
         Path file = numbered(dir, key, 16);
         try (GuestMemory target = target(16); PageSource inner = PageSource.open(file, key, new Snapshot.ReplayGuard())) {
             Binding owner = target.bind(new Owner() { }, 0, 16 * PAGE);
-            GatedSource source = new GatedSource(inner);
-            source.dead = true;
-            source.gate.countDown();
+            GatedPageSource source = new GatedPageSource(inner);
+            source.die();
+            source.open();
             try (LazyRestore restore = LazyRestore.start(List.of(owner), source, s -> { });
                  HostMapping host = target.map(0, 16 * PAGE)) {
                 assertThatThrownBy(() -> host.read(PAGE, (int) PAGE)).isInstanceOfSatisfying(GuestMemoryException.class,
@@ -456,7 +397,7 @@ class LazyRestoreTest {
         Path file = numbered(dir, key, pages);
         try (GuestMemory target = target(pages); PageSource inner = PageSource.open(file, key, new Snapshot.ReplayGuard())) {
             Binding owner = target.bind(new Owner() { }, 0, pages * PAGE);
-            GatedSource source = new GatedSource(inner);
+            GatedPageSource source = new GatedPageSource(inner);
             try (LazyRestore restore = LazyRestore.start(List.of(owner), source, s -> { });
                  HostMapping host = target.map(0, pages * PAGE)) {
                 List<CompletableFuture<byte[]>> faulting = new ArrayList<>();
@@ -465,14 +406,14 @@ class LazyRestoreTest {
                     faulting.add(CompletableFuture.supplyAsync(() -> nativeRead(owner.pages().asSlice(page * PAGE, PAGE))));
                 }
                 CompletableFuture<byte[]> hostReader = CompletableFuture.supplyAsync(() -> host.read(5 * PAGE, (int) PAGE));
-                while (source.reads.get() == 0) {
+                while (source.reads() == 0) {
                     Thread.sleep(1);  // a fault (or the pull) is waiting on the source
                 }
                 for (int i = 0; i < 20; i++) {
                     System.gc();  // a safepoint each: none may wait for the faulting threads
                 }
                 assertThat(faulting).allMatch(f -> !f.isDone());
-                source.gate.countDown();
+                source.open();
                 for (int p = 0; p < 4; p++) {
                     assertThat(faulting.get(p).get(60, TimeUnit.SECONDS)).containsOnly((byte) (p * 7 + 2));
                 }

@@ -1,5 +1,6 @@
 package dev.guestmemfd;
 
+import dev.guestmemfd.testing.TestKeys;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
@@ -11,7 +12,6 @@ import java.util.HexFormat;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
-import javax.crypto.KeyGenerator;
 import javax.crypto.SecretKey;
 
 /** Streams, targets, state captures and host pollers shared by the snapshot tests. */
@@ -22,13 +22,7 @@ final class SnapshotFixtures {
     }
 
     static SecretKey key() {
-        try {
-            KeyGenerator g = KeyGenerator.getInstance("AES");
-            g.init(256);
-            return g.generateKey();
-        } catch (java.security.GeneralSecurityException e) {
-            throw new IllegalStateException(e);
-        }
+        return TestKeys.aes256();
     }
 
     /** {@return flags for a mappable file on {@code backing}, shared or private at first} */

@@ -16,7 +16,6 @@ import dev.guestmemfd.Snapshot;
 import dev.guestmemfd.testing.Relay;
 import java.io.IOException;
 import java.io.InputStream;
-import java.net.InetAddress;
 import java.net.InetSocketAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
@@ -28,8 +27,6 @@ import java.security.MessageDigest;
 import java.security.cert.X509Certificate;
 import java.time.Duration;
 import java.util.Arrays;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import javax.net.ssl.KeyManagerFactory;
@@ -37,8 +34,6 @@ import javax.net.ssl.SSLContext;
 import javax.net.ssl.SSLSocket;
 import javax.net.ssl.TrustManager;
 import javax.net.ssl.X509TrustManager;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
 import org.junit.jupiter.api.io.TempDir;
@@ -50,46 +45,13 @@ import org.junit.jupiter.api.io.TempDir;
  * destination's must hold nothing after a failure.
  */
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
-class MigrationChannelTest {
+class MigrationChannelTest extends LoopbackPeers {
     static final long PAGE = GuestMemory.PAGE_SIZE;
     static final long SIZE = 64 * PAGE;
     static final long FLAGS = Flag.MMAP.bit() | Flag.INIT_SHARED.bit();
     static final Duration TIMEOUT = Duration.ofSeconds(20);
     static final byte[] SECRET = "private page secret: do not leak 7f3a".getBytes(java.nio.charset.StandardCharsets.US_ASCII);
     static final byte[] SHARED = "shared page, host-visible b61c".getBytes(java.nio.charset.StandardCharsets.US_ASCII);
-    static final InetAddress LO = InetAddress.getLoopbackAddress();
-
-    @TempDir
-    static Path keys;
-    static Identity source;
-    static Identity destination;
-    static Identity stranger;
-    static TrustedPeer sourcePeer;
-    static TrustedPeer destinationPeer;
-    static TrustedPeer strangerPeer;
-    static ExecutorService pool;
-
-    @BeforeAll
-    static void makeIdentities() throws IOException {
-        ExampleIdentities.create(keys);
-        source = Identity.load(keys.resolve("source.p12"));
-        destination = Identity.load(keys.resolve("destination.p12"));
-        stranger = Identity.load(keys.resolve("stranger.p12"));
-        sourcePeer = TrustedPeer.load(keys.resolve("source.crt"));
-        destinationPeer = TrustedPeer.load(keys.resolve("destination.crt"));
-        strangerPeer = TrustedPeer.load(keys.resolve("stranger.crt"));
-        pool = Executors.newCachedThreadPool();
-    }
-
-    @AfterAll
-    static void stopPool() throws InterruptedException {
-        pool.shutdownNow();
-        assertThat(pool.awaitTermination(10, TimeUnit.SECONDS)).isTrue();
-    }
-
-    static MigrationListener destinationListener() throws IOException {
-        return MigrationListener.bind(new InetSocketAddress(LO, 0), destination, sourcePeer);
-    }
 
     // ------------------------------------------------------------------ the right peers
 

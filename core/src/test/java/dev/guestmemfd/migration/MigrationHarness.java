@@ -6,6 +6,7 @@ import dev.guestmemfd.Flag;
 import dev.guestmemfd.GuestMemory;
 import dev.guestmemfd.Owner;
 import dev.guestmemfd.Snapshot;
+import dev.guestmemfd.testing.TestKeys;
 import java.io.IOException;
 import java.io.InputStream;
 import java.io.OutputStream;
@@ -21,7 +22,6 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicReference;
 import java.util.function.Function;
 import java.util.function.Supplier;
-import javax.crypto.KeyGenerator;
 import javax.crypto.SecretKey;
 
 /**
@@ -36,13 +36,7 @@ final class MigrationHarness {
     }
 
     static SecretKey key() {
-        try {
-            KeyGenerator g = KeyGenerator.getInstance("AES");
-            g.init(256);
-            return g.generateKey();
-        } catch (java.security.GeneralSecurityException e) {
-            throw new IllegalStateException(e);
-        }
+        return TestKeys.aes256();
     }
 
     /** {@return flags for a mappable file, shared at first, on {@code backing}} */
@@ -126,8 +120,8 @@ final class MigrationHarness {
                     throw new java.io.UncheckedIOException(e);
                 }
             }, threads);
-            CompletableFuture<Void> relaying = CompletableFuture.runAsync(() -> relay(relay, destination, tamper, threads),
-                    threads);
+            CompletableFuture<Void> relaying = CompletableFuture.runAsync(() -> LoopbackRelay.relayOne(relay, destination,
+                    TIMEOUT_MS, threads, (in, out) -> copy(in, out, tamper), (in, out) -> copy(in, out, Tamper.NONE)), threads);
             MemoryMigration.Report report = null;
             Throwable sendFailure = null;
             try (Socket s = new Socket(loopback, relay.getLocalPort())) {
@@ -149,53 +143,22 @@ final class MigrationHarness {
         }
     }
 
-    /** Passes one connection on to {@code destination}, tampering with the source's bytes; closes both at the end. */
-    private static void relay(ServerSocket relay, ServerSocket destination, Tamper tamper, ExecutorService threads) {
-        try (Socket from = relay.accept();
-             Socket to = new Socket(destination.getInetAddress(), destination.getLocalPort())) {
-            from.setSoTimeout(TIMEOUT_MS);
-            to.setSoTimeout(TIMEOUT_MS);
-            CompletableFuture<Void> back = CompletableFuture.runAsync(() -> copy(to, from, Tamper.NONE), threads);
-            copy(from, to, tamper);
-            back.get(TIMEOUT_MS, TimeUnit.MILLISECONDS);
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
-        }
-    }
-
-    /** Copies until either side ends, then closes both, so that each end sees the other go. */
-    private static void copy(Socket a, Socket b, Tamper tamper) {
-        try {
-            InputStream in = a.getInputStream();
-            OutputStream out = b.getOutputStream();
-            byte[] buffer = new byte[1 << 16];
-            long position = 0;
-            int n;
-            while ((n = in.read(buffer)) > 0) {
-                if (tamper.cutAt() >= 0 && position + n > tamper.cutAt()) {
-                    out.write(buffer, 0, (int) (tamper.cutAt() - position));
-                    out.flush();
-                    break;
-                }
-                if (tamper.flipAt() >= position && tamper.flipAt() < position + n) {
-                    buffer[(int) (tamper.flipAt() - position)] ^= 0x01;
-                }
-                out.write(buffer, 0, n);
-                position += n;
+    /** Copies the source's bytes, cut or with a byte flipped as {@code tamper} says. */
+    private static void copy(InputStream in, OutputStream out, Tamper tamper) throws IOException {
+        byte[] buffer = new byte[1 << 16];
+        long position = 0;
+        int n;
+        while ((n = in.read(buffer)) > 0) {
+            if (tamper.cutAt() >= 0 && position + n > tamper.cutAt()) {
+                out.write(buffer, 0, (int) (tamper.cutAt() - position));
+                out.flush();
+                break;
             }
-        } catch (IOException e) {
-            // the other copier closed the sockets
-        } finally {
-            closeQuietly(a);
-            closeQuietly(b);
-        }
-    }
-
-    private static void closeQuietly(Socket s) {
-        try {
-            s.close();
-        } catch (IOException e) {
-            // already closed
+            if (tamper.flipAt() >= position && tamper.flipAt() < position + n) {
+                buffer[(int) (tamper.flipAt() - position)] ^= 0x01;
+            }
+            out.write(buffer, 0, n);
+            position += n;
         }
     }
 }

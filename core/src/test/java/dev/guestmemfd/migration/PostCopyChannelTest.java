@@ -14,49 +14,18 @@ import dev.guestmemfd.PageRun;
 import java.io.FilterOutputStream;
 import java.io.IOException;
 import java.lang.foreign.Arena;
-import java.net.InetSocketAddress;
-import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
-import org.junit.jupiter.api.io.TempDir;
 
 /** Post-copy over the authenticated channel: it completes, and a source that closes its end mid-way stops the destination. */
 @Timeout(120)
-class PostCopyChannelTest {
+class PostCopyChannelTest extends LoopbackPeers {
     private static final long PAGE = GuestMemory.PAGE_SIZE;
     private static final Duration TIMEOUT = Duration.ofSeconds(20);
-
-    @TempDir
-    static Path keys;
-    static Identity source;
-    static Identity destination;
-    static TrustedPeer sourcePeer;
-    static TrustedPeer destinationPeer;
-    static ExecutorService pool;
-
-    @BeforeAll
-    static void makeIdentities() throws IOException {
-        ExampleIdentities.create(keys);
-        source = Identity.load(keys.resolve("source.p12"));
-        destination = Identity.load(keys.resolve("destination.p12"));
-        sourcePeer = TrustedPeer.load(keys.resolve("source.crt"));
-        destinationPeer = TrustedPeer.load(keys.resolve("destination.crt"));
-        pool = Executors.newCachedThreadPool();
-    }
-
-    @AfterAll
-    static void stopPool() throws InterruptedException {
-        pool.shutdownNow();
-        assertThat(pool.awaitTermination(10, TimeUnit.SECONDS)).isTrue();
-    }
 
     private static MemoryMigration.Destination build(FileDescription d) {
         return new MemoryMigration.Destination(d.create(), new Owner() { }, List.of(PageWorkload.check()));
@@ -65,8 +34,7 @@ class PostCopyChannelTest {
     @Test
     void aFileMovesByPostCopyOverTheAuthenticatedChannel() throws Exception {
         try (MigrationHarness.Source from = MigrationHarness.Source.of(Backing.MEMFD, 16L << 20, new Owner() { }, 0.7, 1000);
-             MigrationListener listener = MigrationListener.bind(new InetSocketAddress(java.net.InetAddress.getLoopbackAddress(), 0),
-                     destination, sourcePeer)) {
+             MigrationListener listener = destinationListener()) {
             Future<PostCopy.Arrival> received = pool.submit(() -> {
                 MigrationChannel dst = listener.accept(TIMEOUT);
                 PostCopy.Arrival a = PostCopy.receive(dst.in(), dst.out(), dst.sealingKey(), PostCopyChannelTest::build, TIMEOUT);
@@ -119,8 +87,7 @@ class PostCopyChannelTest {
     @Test
     void aSourceThatClosesItsChannelMidWayStopsTheDestinationWithEio() throws Exception {
         try (MigrationHarness.Source from = MigrationHarness.Source.of(Backing.MEMFD, 16L << 20, new Owner() { }, 0.9, 0);
-             MigrationListener listener = MigrationListener.bind(new InetSocketAddress(java.net.InetAddress.getLoopbackAddress(), 0),
-                     destination, sourcePeer)) {
+             MigrationListener listener = destinationListener()) {
             long last = from.memory().pageRuns().reversed().stream()
                     .filter(r -> r.allocated() && r.attribute() == Attribute.SHARED).findFirst().orElseThrow().offset();
             java.util.concurrent.atomic.AtomicReference<GuestMemory> built = new java.util.concurrent.atomic.AtomicReference<>();

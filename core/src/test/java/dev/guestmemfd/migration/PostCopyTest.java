@@ -15,6 +15,8 @@ import dev.guestmemfd.PageRun;
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.IOException;
+import java.io.InputStream;
+import java.io.OutputStream;
 import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.net.InetAddress;
@@ -80,7 +82,9 @@ class PostCopyTest {
                     throw new java.io.UncheckedIOException(e);
                 }
             }, threads);
-            CompletableFuture<Void> relaying = CompletableFuture.runAsync(() -> relay(relay, destination, tamper, threads), threads);
+            CompletableFuture<Void> relaying = CompletableFuture.runAsync(() -> LoopbackRelay.relayOne(relay, destination,
+                    SOCKET_TIMEOUT_MS, threads, (in, out) -> copyFrames(in, out, tamper),
+                    (in, out) -> copyFrames(in, out, Tamper.NONE)), threads);
             PostCopy.Report report = null;
             Throwable sendFailure = null;
             try (Socket s = new Socket(loopback, relay.getLocalPort())) {
@@ -114,53 +118,25 @@ class PostCopyTest {
         }
     }
 
-    private static void relay(ServerSocket relay, ServerSocket destination, Tamper tamper, ExecutorService threads) {
-        try (Socket from = relay.accept();
-             Socket to = new Socket(destination.getInetAddress(), destination.getLocalPort())) {
-            from.setSoTimeout(SOCKET_TIMEOUT_MS);
-            to.setSoTimeout(SOCKET_TIMEOUT_MS);
-            CompletableFuture<Void> back = CompletableFuture.runAsync(() -> copyFrames(to, from, Tamper.NONE), threads);
-            copyFrames(from, to, tamper);
-            back.get(60, TimeUnit.SECONDS);
-        } catch (Exception e) {
-            throw new IllegalStateException(e);
-        }
-    }
-
-    /** Copies u32-length-framed messages until either side ends, then closes both. */
-    private static void copyFrames(Socket a, Socket b, Tamper tamper) {
-        try {
-            DataInputStream in = new DataInputStream(a.getInputStream());
-            DataOutputStream out = new DataOutputStream(b.getOutputStream());
-            for (int n = 0; ; n++) {
-                int length = in.readInt();
-                byte[] body = new byte[length];
-                in.readFully(body);
-                if (n == tamper.cutBefore()) {
-                    break;
-                }
-                if (n == tamper.flipIn()) {
-                    body[length / 2] ^= 0x01;
-                }
-                for (int copies = n == tamper.replay() ? 2 : 1; copies > 0; copies--) {
-                    out.writeInt(length);
-                    out.write(body);
-                }
-                out.flush();
+    /** Copies u32-length-framed messages, cut, flipped or replayed as {@code tamper} says. */
+    private static void copyFrames(InputStream from, OutputStream to, Tamper tamper) throws IOException {
+        DataInputStream in = new DataInputStream(from);
+        DataOutputStream out = new DataOutputStream(to);
+        for (int n = 0; ; n++) {
+            int length = in.readInt();
+            byte[] body = new byte[length];
+            in.readFully(body);
+            if (n == tamper.cutBefore()) {
+                break;
             }
-        } catch (IOException e) {
-            // an end closed
-        } finally {
-            closeQuietly(a);
-            closeQuietly(b);
-        }
-    }
-
-    private static void closeQuietly(Socket s) {
-        try {
-            s.close();
-        } catch (IOException e) {
-            // already closed
+            if (n == tamper.flipIn()) {
+                body[length / 2] ^= 0x01;
+            }
+            for (int copies = n == tamper.replay() ? 2 : 1; copies > 0; copies--) {
+                out.writeInt(length);
+                out.write(body);
+            }
+            out.flush();
         }
     }
 

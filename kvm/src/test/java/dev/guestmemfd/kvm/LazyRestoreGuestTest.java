@@ -10,10 +10,11 @@ import dev.guestmemfd.Flag;
 import dev.guestmemfd.GuestMemory;
 import dev.guestmemfd.LazyRestore;
 import dev.guestmemfd.Owner;
-import dev.guestmemfd.PageRun;
 import dev.guestmemfd.PageSource;
 import dev.guestmemfd.Snapshot;
+import dev.guestmemfd.testing.GatedPageSource;
 import dev.guestmemfd.testing.RequiresKvm;
+import dev.guestmemfd.testing.TestKeys;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Files;
@@ -22,10 +23,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicInteger;
-import javax.crypto.KeyGenerator;
 import javax.crypto.SecretKey;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.Timeout;
@@ -58,69 +56,8 @@ class LazyRestoreGuestTest {
     @TempDir
     Path dir;
 
-    /** A source whose reads wait for a gate: the guest waits for its pages meanwhile. */
-    static final class GatedSource implements PageSource {
-        final PageSource inner;
-        final CountDownLatch gate = new CountDownLatch(1);
-        final AtomicInteger reads = new AtomicInteger();
-        /** From page 3 on, reads fail: the source dies while the guest runs. */
-        volatile boolean dead;
-
-        GatedSource(PageSource inner) {
-            this.inner = inner;
-        }
-
-        @Override
-        public long fileSize() {
-            return inner.fileSize();
-        }
-
-        @Override
-        public List<PageRun> layout() {
-            return inner.layout();
-        }
-
-        @Override
-        public List<byte[]> ownerStates() {
-            return inner.ownerStates();
-        }
-
-        @Override
-        public Extent extent(long offset) {
-            return inner.extent(offset);
-        }
-
-        @Override
-        public void read(Extent extent, MemorySegment into) throws IOException {
-            reads.incrementAndGet();
-            try {
-                if (!gate.await(60, TimeUnit.SECONDS)) {
-                    throw new IOException("gate never opened");
-                }
-            } catch (InterruptedException e) {
-                throw new IOException(e);
-            }
-            if (extent.offset() >= 3 * PAGE && dead) {
-                throw new IOException("the source died");
-            }
-            inner.read(extent, into);
-        }
-
-        @Override
-        public void verify() throws IOException {
-            inner.verify();
-        }
-
-        @Override
-        public void close() throws IOException {
-            inner.close();
-        }
-    }
-
-    static SecretKey key() throws Exception {
-        KeyGenerator g = KeyGenerator.getInstance("AES");
-        g.init(256);
-        return g.generateKey();
+    static SecretKey key() {
+        return TestKeys.aes256();
     }
 
     /** The guest's code on page 0 (private), page n's first byte 0x40 + n; odd pages private. */
@@ -187,18 +124,18 @@ class LazyRestoreGuestTest {
              GuestMemory memory = GuestMemory.create(PAGES * PAGE, Flag.MMAP.bit() | Flag.INIT_SHARED.bit(), Backing.MEMFD);
              PageSource inner = PageSource.open(file, key, new Snapshot.ReplayGuard())) {
             Memslot slot = vm.bind(memory, 0, 0, 0, PAGES * PAGE, false);
-            GatedSource source = new GatedSource(inner);
+            GatedPageSource source = new GatedPageSource(inner);
             try (LazyRestore restore = LazyRestore.start(List.of(slot.binding()), source, state -> { })) {
                 assertThat(restore.eagerReason()).isEmpty();
                 CompletableFuture<Run> guest = startGuest(vm, vcpus);
-                while (source.reads.get() == 0) {
+                while (source.reads() == 0) {
                     Thread.sleep(1);  // the guest's first fetch (or the pull) waits on the source
                 }
                 for (int i = 0; i < 20; i++) {
                     System.gc();  // safepoints, while the vCPU thread waits in a fault inside KVM_RUN
                 }
                 assertThat(guest).isNotDone();
-                source.gate.countDown();
+                source.open();
                 Run run = guest.get(60, TimeUnit.SECONDS);
                 assertThat(run.seen()).containsExactly(0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47, 0x48);
                 assertThat(run.last()).isInstanceOf(VmExit.Halt.class);
@@ -228,11 +165,11 @@ class LazyRestoreGuestTest {
              GuestMemory memory = GuestMemory.create(PAGES * PAGE, Flag.MMAP.bit() | Flag.INIT_SHARED.bit(), Backing.MEMFD);
              PageSource inner = PageSource.open(file, key, new Snapshot.ReplayGuard())) {
             Memslot slot = vm.bind(memory, 0, 0, 0, PAGES * PAGE, false);
-            GatedSource source = new GatedSource(inner);
-            source.dead = true;
+            GatedPageSource source = new GatedPageSource(inner);
+            source.dieFrom(3 * PAGE);
             try (LazyRestore restore = LazyRestore.start(List.of(slot.binding()), source, state -> { })) {
                 CompletableFuture<Run> guest = startGuest(vm, vcpus);
-                source.gate.countDown();
+                source.open();
                 Run run = guest.get(60, TimeUnit.SECONDS);
                 assertThat(run.seen()).containsExactly(0x41, 0x42);
                 assertThat(run.last()).isNotNull().isNotInstanceOf(VmExit.Halt.class);
