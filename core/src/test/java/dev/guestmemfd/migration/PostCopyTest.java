@@ -67,8 +67,9 @@ class PostCopyTest {
             relay.setSoTimeout(SOCKET_TIMEOUT_MS);
             CompletableFuture<Socket> accepted = new CompletableFuture<>();
             CompletableFuture<PostCopy.Arrival> receiver = CompletableFuture.supplyAsync(() -> {
+                Socket s = null;
                 try {
-                    Socket s = destination.accept();
+                    s = destination.accept();
                     accepted.complete(s);
                     s.setSoTimeout(SOCKET_TIMEOUT_MS);
                     PostCopy.Arrival a = PostCopy.receive(s.getInputStream(), s.getOutputStream(), receiveKey, d -> {
@@ -76,10 +77,16 @@ class PostCopyTest {
                         built.set(m);
                         return new MemoryMigration.Destination(m, new Owner() { }, List.of(PageWorkload.check()));
                     }, WAIT);
+                    Socket end = s;
+                    threads.execute(() -> closeOnFailure(a, end));
                     atDestination.accept(a);
                     return a;
                 } catch (IOException e) {
+                    closeQuietly(s);
                     throw new java.io.UncheckedIOException(e);
+                } catch (RuntimeException e) {
+                    closeQuietly(s);
+                    throw e;
                 }
             }, threads);
             CompletableFuture<Void> relaying = CompletableFuture.runAsync(() -> LoopbackRelay.relayOne(relay, destination,
@@ -137,6 +144,32 @@ class PostCopyTest {
                 out.write(body);
             }
             out.flush();
+        }
+    }
+
+    /**
+     * Closes the destination's end once its restore fails, as a destination that gives up
+     * would: the source learns it from the channel's close at once, not at its own timeout.
+     */
+    private static void closeOnFailure(PostCopy.Arrival arrival, Socket end) {
+        try {
+            arrival.restore().await(WAIT);
+        } catch (GuestMemoryException failed) {
+            closeQuietly(end);
+        } catch (InterruptedException e) {
+            Thread.currentThread().interrupt();
+        }
+    }
+
+    /** A destination that refused the stream closes its end at once, as above. */
+    private static void closeQuietly(Socket s) {
+        if (s == null) {
+            return;
+        }
+        try {
+            s.close();
+        } catch (IOException e) {
+            // already closed
         }
     }
 
