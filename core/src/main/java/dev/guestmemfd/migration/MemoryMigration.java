@@ -36,8 +36,10 @@ import javax.crypto.SecretKey;
  *   <li>Once the receiver said it is ready, the activity pauses, the last round goes, then each
  *       {@link CarriedState} in order, then the stream's sealed end.</li>
  *   <li>The receiver restores the pages (staged: host code sees none until the end checks out),
- *       binds the owner, imports the carried states and answers u64 {@code System.nanoTime()}: the moment it holds
- *       the file (one clock on one host, which is what makes downtime measurable here).</li>
+ *       binds the owner, imports the carried states and answers u64: its acknowledgement that it
+ *       holds the file (its own {@code System.nanoTime()} then, which the source does not use:
+ *       clocks of two hosts do not compare). The source times downtime on its own clock, from
+ *       its pause to this answer's arrival.</li>
  * </ol>
  *
  * <p>On failure the source keeps its file and, if it was paused, its activity is resumed; the
@@ -93,8 +95,9 @@ public final class MemoryMigration {
      * What a migration did and cost.
      *
      * @param roundBytes         page bytes sent per round; the last was sent with the activity paused
-     * @param pausedToRestoredNs from the pause to the destination holding the file (downtime)
-     * @param totalNs            from the start of the migration to the destination holding the file
+     * @param pausedToRestoredNs from the pause to the arrival of the destination's acknowledgement
+     *                           that it holds the file, on the source's clock (downtime)
+     * @param totalNs            from the start of the migration to that acknowledgement, on the source's clock
      * @param bytesSent          bytes written to the other side, a key agreement included
      * @param memoryBytes        the file's size
      */
@@ -227,7 +230,8 @@ public final class MemoryMigration {
                 writer.writeState(state.exportState());
             }
             writer.finish();
-            long restoredAt = in.readLong();
+            in.readLong();  // the destination holds the file; its clock's value means nothing here
+            long restoredAt = System.nanoTime();
             return new Report(rounds, restoredAt - pausedAt, restoredAt - start, counting.count(), memory.size());
         } catch (IOException | RuntimeException e) {
             if (paused) {

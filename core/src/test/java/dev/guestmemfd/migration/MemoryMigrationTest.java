@@ -13,6 +13,7 @@ import dev.guestmemfd.Snapshot;
 import dev.guestmemfd.migration.MigrationHarness.Outcome;
 import dev.guestmemfd.migration.MigrationHarness.Source;
 import dev.guestmemfd.migration.MigrationHarness.Tamper;
+import dev.guestmemfd.testing.OtherHostClock;
 import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
 import java.io.IOException;
@@ -110,6 +111,44 @@ class MemoryMigrationTest {
                 assertThat(memory.size()).isEqualTo(SIZE);
                 assertThat(verify(arrival)).isEmpty();
                 assertThat(report.bytesSent()).isGreaterThan(report.pageBytes());
+            }
+        }
+    }
+
+    /**
+     * Downtime is timed on the source's clock alone: a destination on a host whose clock has
+     * another origin (its acknowledgement's value shifted by about 13 days either way) changes
+     * nothing; subtracting the two clocks would give 13 days, or a negative time.
+     */
+    @ParameterizedTest
+    @ValueSource(longs = {1L << 50, -(1L << 50)})
+    void downtimeIsTimedOnTheSourcesClockAlone(long otherHostsClock) throws Exception {
+        try (Source source = Source.of(Backing.MEMFD, SIZE, owner(), 0.3, 0);
+             java.util.concurrent.ExecutorService threads = java.util.concurrent.Executors.newCachedThreadPool();
+             ServerSocket server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            server.setSoTimeout(60_000);
+            SecretKey key = key();
+            CompletableFuture<MemoryMigration.Arrival> receiver = CompletableFuture.supplyAsync(() -> {
+                try (Socket s = server.accept()) {
+                    s.setSoTimeout(60_000);
+                    return MemoryMigration.receive(s.getInputStream(), s.getOutputStream(), key,
+                            new Snapshot.ReplayGuard(), d -> new MemoryMigration.Destination(d.create(), owner(), check()));
+                } catch (IOException e) {
+                    throw new java.io.UncheckedIOException(e);
+                }
+            }, threads);
+            MemoryMigration.Report report;
+            try (Socket s = new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort())) {
+                s.setSoTimeout(60_000);
+                report = MemoryMigration.send(source.binding(), source.workload(), List.of(source.workload()),
+                        new OtherHostClock(s.getInputStream(), otherHostsClock), s.getOutputStream(), key,
+                        MemoryMigration.Options.defaults());
+            }
+            try (var memory = receiver.get(60, TimeUnit.SECONDS).memory()) {
+                assertThat(memory.size()).isEqualTo(SIZE);
+                assertThat(report.pausedToRestoredNs()).isPositive().isLessThanOrEqualTo(report.totalNs());
+                // The test's own timeout bounds the whole migration: no clock of another host leaks in.
+                assertThat(report.totalNs()).isLessThan(TimeUnit.SECONDS.toNanos(180));
             }
         }
     }

@@ -41,8 +41,9 @@ import javax.crypto.SecretKey;
  * over an authenticated channel the caller passes the channel's session key. The receiver
  * sends u8 1 once it
  * has built the VM from the description (the sender pauses the guest only after that), and
- * answers the finished stream with u64 {@code System.nanoTime()}, the moment it is ready to
- * run (one clock on one host, which is what makes downtime measurable here).
+ * answers the finished stream with u64, its acknowledgement that it is ready to run (its own
+ * {@code System.nanoTime()} then, which the sender does not use: clocks of two hosts do not
+ * compare). The sender times downtime on its own clock, from its pause to this answer's arrival.
  */
 public final class Migration {
     /** How the memory moved. */
@@ -93,8 +94,9 @@ public final class Migration {
      * @param path               how the memory moved
      * @param why                why this path (the kernel's refusal of dirty logging, for stop-and-copy)
      * @param roundBytes         page bytes sent per round; the last was sent with the guest paused
-     * @param pausedToRestoredNs from the pause to the destination being ready to run (downtime)
-     * @param totalNs            from the start of the migration to the destination being ready
+     * @param pausedToRestoredNs from the pause to the arrival of the destination's acknowledgement
+     *                           that it is ready to run, on the source's clock (downtime)
+     * @param totalNs            from the start of the migration to that acknowledgement, on the source's clock
      * @param bytesSent          bytes written to the other side, handshake included
      * @param memoryBytes        the guest's memory size
      * @param source             what the guest did at the source until it paused
@@ -155,7 +157,8 @@ public final class Migration {
         DataOutputStream out = new DataOutputStream(new BufferedOutputStream(counting, 1 << 16));
         DataInputStream in = new DataInputStream(from);
         PreCopy.Sent sent = PreCopy.write(running, key, out, in, options);
-        long restoredAt = in.readLong();
+        in.readLong();  // the destination is ready to run; its clock's value means nothing here
+        long restoredAt = System.nanoTime();
         return new Report(sent.path(), sent.why(), sent.rounds(), restoredAt - sent.pausedAt(), restoredAt - start,
                 counting.count(), running.machine().config().memorySize(), sent.source());
     }

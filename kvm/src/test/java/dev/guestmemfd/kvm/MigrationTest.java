@@ -7,7 +7,9 @@ import dev.guestmemfd.Backing;
 import dev.guestmemfd.GuestMemoryException;
 import dev.guestmemfd.Snapshot;
 import dev.guestmemfd.testing.RequiresBacking;
+import dev.guestmemfd.testing.OtherHostClock;
 import dev.guestmemfd.testing.RequiresKvm;
+import dev.guestmemfd.testing.TestKeys;
 import java.io.ByteArrayInputStream;
 import java.io.ByteArrayOutputStream;
 import java.net.InetAddress;
@@ -76,6 +78,39 @@ class MigrationTest {
             }
             assertThat(report.bytesSent()).isPositive().isLessThan(config.memorySize());
             assertThat(report.pausedToRestoredNs()).isPositive().isLessThanOrEqualTo(report.totalNs());
+        }
+    }
+
+    /**
+     * Downtime is timed on the source's clock alone: a destination on a host whose clock has
+     * another origin (its acknowledgement's value shifted by about 13 days either way) changes
+     * nothing; subtracting the two clocks would give 13 days, or a negative time.
+     */
+    @ParameterizedTest
+    @org.junit.jupiter.params.provider.ValueSource(longs = {1L << 50, -(1L << 50)})
+    @org.junit.jupiter.api.Timeout(120)
+    void downtimeIsTimedOnTheSourcesClockAlone(long otherHostsClock) throws Exception {
+        Machine.Config config = Machine.Config.of(GuestProgram.COUNTER, Backing.MEMFD, 1).withMemorySize(8L << 20);
+        SecretKey key = TestKeys.aes256();
+        try (Kvm kvm = Kvm.open(); ServerSocket server = new ServerSocket(0, 1, InetAddress.getLoopbackAddress())) {
+            CompletableFuture<Void> destination = CompletableFuture.runAsync(() -> {
+                try (Socket s = timed(server.accept());
+                     Machine m = Migration.receive(kvm, s.getInputStream(), s.getOutputStream(), key)) {
+                    assertThat(m.memory().size()).isEqualTo(config.memorySize());
+                } catch (Exception e) {
+                    throw new IllegalStateException(e);
+                }
+            });
+            Migration.Report report;
+            try (Machine source = Machine.boot(kvm, config);
+                 Socket s = timed(new Socket(InetAddress.getLoopbackAddress(), server.getLocalPort()))) {
+                report = Migration.send(source.start(), new OtherHostClock(s.getInputStream(), otherHostsClock),
+                        s.getOutputStream(), key, Migration.Options.defaults());
+            }
+            destination.get(60, java.util.concurrent.TimeUnit.SECONDS);
+            assertThat(report.pausedToRestoredNs()).isPositive().isLessThanOrEqualTo(report.totalNs());
+            // The test's timeout bounds the whole migration: no clock of another host leaks in.
+            assertThat(report.totalNs()).isLessThan(java.util.concurrent.TimeUnit.SECONDS.toNanos(120));
         }
     }
 
