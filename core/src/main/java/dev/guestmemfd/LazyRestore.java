@@ -53,10 +53,14 @@ import java.util.function.Consumer;
  * waiting), and the {@link #onFailure} listeners (an owner that stops its vCPUs) run. Nothing
  * is quietly zero-filled.
  *
- * <p>Backings: the restore is lazy on memfd (shmem). The kernel refuses to register a
- * memfd_secret or a guest_memfd mapping, and it serves a hugetlb mapping's faults only a whole
- * huge page at a time where this restore serves 4 KiB pages: on those three the restore is
- * done eagerly before {@link #start} returns, and {@link #eagerReason()} says why.
+ * <p>Backings: the restore is lazy on memfd (shmem) and on hugetlb. On hugetlb the kernel fills
+ * a missing page only whole, so there the <em>fetch unit</em> is the huge page (the file's
+ * block size): a fault, a library access or the pull brings the whole huge page around the
+ * page it needs, assembled from every 4 KiB page of it the source has bytes for (zeros for the
+ * rest: see {@link HugePageFetch}), with one copy; the page state, and so the exactly-once
+ * rule, is kept per huge page. The kernel refuses to register a memfd_secret or a guest_memfd
+ * mapping: on those two the restore is done eagerly before {@link #start} returns, and
+ * {@link #eagerReason()} says why.
  *
  * @implSpec Thread safe.
  */
@@ -92,6 +96,12 @@ public final class LazyRestore implements AutoCloseable {
     private final String eagerReason;
     private final Userfaultfd uffd;
     private final long base;
+    /** Bytes per fetch unit, each with one state: the page, or the huge page of a hugetlb file. */
+    private final long unit;
+    /** Assembles whole huge pages; null where the unit is the page. */
+    private final HugePageFetch huge;
+    /** Bytes a fault's zero or poison answer fills: the huge page on hugetlb, else the page. */
+    private final long fill;
     private final CountDownLatch resident = new CountDownLatch(1);
     private final CountDownLatch settled = new CountDownLatch(1);
     private final List<Consumer<Throwable>> failureListeners = new ArrayList<>();
@@ -111,7 +121,7 @@ public final class LazyRestore implements AutoCloseable {
     private Thread server;
     private Thread pull;
 
-    private LazyRestore(BindingCover cover, PageSource source, Userfaultfd uffd, String eagerReason, long startNanos) {
+    private LazyRestore(BindingCover cover, PageSource source, Userfaultfd uffd, String eagerReason, long startNanos, long unit) {
         this.cover = cover;
         this.memory = cover.memory();
         this.source = source;
@@ -119,7 +129,10 @@ public final class LazyRestore implements AutoCloseable {
         this.eagerReason = eagerReason;
         this.startNanos = startNanos;
         this.base = memory.pages().address();
-        this.states = new PageStates((int) (memory.size() / PAGE));
+        this.unit = unit;
+        this.huge = unit == PAGE ? null : new HugePageFetch(unit, source);
+        this.fill = memory.backing().isHugetlb() ? unit : PAGE;
+        this.states = new PageStates((int) (memory.size() / unit));
     }
 
     /**
@@ -135,10 +148,26 @@ public final class LazyRestore implements AutoCloseable {
      * @throws IOException when an eager restore cannot read its source
      */
     public static LazyRestore start(List<Binding> owners, PageSource source, Consumer<byte[]> states) throws IOException {
+        return start(owners, source, states, 0);
+    }
+
+    /**
+     * {@link #start(List, PageSource, Consumer)} with the fetch unit given: {@code fetchUnit}
+     * bytes (a power of two from the page up that divides the file), or 0 for the file's own
+     * (the huge page on hugetlb, the page elsewhere). A unit above the page on a memfd runs the
+     * huge-page path on a file of 4 KiB pages, for tests on hosts without a hugetlb pool.
+     */
+    static LazyRestore start(List<Binding> owners, PageSource source, Consumer<byte[]> states, long fetchUnit)
+            throws IOException {
         long started = System.nanoTime();
         BindingCover cover = BindingCover.of(owners, "lazyRestore");
         GuestMemory memory = cover.memory();
         String op = "lazyRestore(size=" + memory.size() + ")";
+        long unit = fetchUnit != 0 ? fetchUnit : memory.backing().isHugetlb() ? memory.blockSize() : PAGE;
+        if (unit < Math.max(PAGE, memory.blockSize()) || Long.bitCount(unit) != 1 || memory.size() % unit != 0) {
+            throw new GuestMemoryException(Errno.EINVAL, op, "a fetch unit of " + unit + " bytes is no power of two from"
+                    + " the file's block (" + memory.blockSize() + " bytes) up that divides the file", -1);
+        }
         if (source == null || states == null) {
             throw new GuestMemoryException(Errno.EINVAL, op, "a source and a receiver of owner state must be given", -1);
         }
@@ -172,27 +201,21 @@ public final class LazyRestore implements AutoCloseable {
         }
         Userfaultfd uffd = null;
         String eager = null;
-        if (memory.backing().isHugetlb()) {
-            // userfaultfd registers hugetlb mappings, but serves their faults a whole huge page
-            // at a time, and this restore fetches 4 KiB pages: no page is served half-way.
-            eager = "the " + memory.backing() + " backing's faults are served a whole huge page at a time,"
-                    + " and this restore serves 4 KiB pages";
-        } else {
-            try {
-                uffd = Userfaultfd.open(Userfaultfd.FEATURE_POISON);
-                uffd.register(memory.pages().address(), memory.size());
-            } catch (LinuxException e) {
-                if (uffd != null) {
-                    uffd.close();
-                    uffd = null;
-                }
-                eager = "userfaultfd does not serve the " + memory.backing() + " backing here (" + e.getMessage() + ")";
+        try {
+            uffd = Userfaultfd.open(Userfaultfd.FEATURE_POISON);
+            uffd.register(memory.pages().address(), memory.size());
+        } catch (LinuxException e) {
+            if (uffd != null) {
+                uffd.close();
+                uffd = null;
             }
+            eager = "userfaultfd does not serve the " + memory.backing() + " backing here (" + e.getMessage() + ")";
         }
-        LazyRestore restore = new LazyRestore(cover, source, uffd, eager, started);
+        LazyRestore restore = new LazyRestore(cover, source, uffd, eager, started, unit);
         for (PageRun run : source.layout()) {
             if (run.allocated()) {
-                restore.states.expect((int) (run.offset() / PAGE), (int) ((run.offset() + run.length()) / PAGE));
+                // every unit that holds a page with bytes: on hugetlb, the huge pages around the run
+                restore.states.expect((int) (run.offset() / unit), (int) ((run.offset() + run.length() + unit - 1) / unit));
             }
         }
         if (uffd == null) {
@@ -251,7 +274,21 @@ public final class LazyRestore implements AutoCloseable {
     private void restoreEagerly(List<PageRun> before) throws IOException {
         try (Arena arena = Arena.ofConfined()) {
             MemorySegment buffer = arena.allocate(SnapshotFormat.CHUNK, PAGE);
-            for (int p = states.nextAbsent(0); p >= 0; p = states.nextAbsent(p + 1)) {
+            for (int u = huge == null ? -1 : states.nextAbsent(0); u >= 0; u = states.nextAbsent(u + 1)) {
+                // huge pages whose mapping userfaultfd refused: each assembled whole, then copied in
+                MemorySegment into = huge.take();
+                try {
+                    int withBytes = huge.assemble(u * unit, into, buffer);
+                    MemorySegment.copy(into, 0, memory.pages(), u * unit, unit);
+                    states.claim(u);
+                    states.finish(u, u + 1, PageStates.DONE);
+                    pagesFetched.addAndGet(withBytes);
+                    pulled.incrementAndGet();
+                } finally {
+                    huge.giveBack(into);
+                }
+            }
+            for (int p = huge != null ? -1 : states.nextAbsent(0); p >= 0; p = states.nextAbsent(p + 1)) {
                 PageSource.Extent extent = source.extent(p * PAGE);
                 source.read(extent, buffer);
                 MemorySegment.copy(buffer, 0, memory.pages(), extent.offset(), extent.length());
@@ -304,6 +341,10 @@ public final class LazyRestore implements AutoCloseable {
      * On failure the claimed pages fail and the restore fails.
      */
     private void fetchClaimed(int p) {
+        if (huge != null) {
+            fetchHugePage(p);
+            return;
+        }
         int first = p;
         int end = p + 1;
         try {
@@ -341,6 +382,38 @@ public final class LazyRestore implements AutoCloseable {
     }
 
     /**
+     * Brings in the huge page {@code u}, which the caller claimed: assembled whole (every 4 KiB
+     * page of it with bytes, zeros elsewhere) and copied in with one {@code UFFDIO_COPY}, the
+     * only fill the kernel accepts on hugetlb. On failure the huge page fails and the restore
+     * fails.
+     */
+    private void fetchHugePage(int u) {
+        long at = u * unit;
+        MemorySegment into = huge.take();
+        try {
+            Scratch scratch = SCRATCH.get();
+            int withBytes = huge.assemble(at, into, scratch.buffer);
+            long copied;
+            do {
+                copied = uffd.copy(scratch.copyArgs, base + at, into.address(), unit);
+            } while (copied == -dev.guestmemfd.linux.Errno.EAGAIN.number());
+            if (copied != unit) {
+                throw new GuestMemoryException(Errno.EIO, "lazyRestore", "huge page at offset " + at + " was filled outside"
+                        + " the restore (" + (copied < 0 ? dev.guestmemfd.linux.Errno.nameOf((int) -copied) : "partial copy")
+                        + "): its bytes cannot be trusted", at);
+            }
+            pagesFetched.addAndGet(withBytes);
+            states.finish(u, u + 1, PageStates.DONE);
+        } catch (IOException | RuntimeException e) {
+            fail(e instanceof GuestMemoryException g ? g
+                    : new GuestMemoryException(Errno.EIO, "lazyRestore", "the page source failed: " + e, at));
+            states.finish(u, u + 1, PageStates.FAILED);
+        } finally {
+            huge.giveBack(into);  // private bytes do not linger
+        }
+    }
+
+    /**
      * Makes {@code [offset, offset + length)} resident before the caller touches it: the hook
      * of every library access. Returns at once when the restore is complete.
      *
@@ -357,8 +430,9 @@ public final class LazyRestore implements AutoCloseable {
         if (offset < 0 || length <= 0 || offset >= memory.size()) {
             return;  // the access's own checks refuse it
         }
-        int first = (int) (offset / PAGE);
-        int end = (int) Math.min(states.pages(), (Math.min(memory.size() - offset, length) + offset + PAGE - 1) / PAGE);
+        // the units (pages, or huge pages) around the range
+        int first = (int) (offset / unit);
+        int end = (int) Math.min(states.pages(), (Math.min(memory.size() - offset, length) + offset + unit - 1) / unit);
         for (int p = first; p < end; p++) {
             byte state = states.get(p);
             if (state == PageStates.ABSENT && states.claim(p)) {
@@ -372,8 +446,8 @@ public final class LazyRestore implements AutoCloseable {
                     state = states.await(p);
                 } catch (InterruptedException e) {
                     Thread.currentThread().interrupt();
-                    throw new GuestMemoryException(Errno.EINTR, op, "interrupted while the page at offset " + p * PAGE
-                            + " was being fetched", p * PAGE);
+                    throw new GuestMemoryException(Errno.EINTR, op, "interrupted while the page at offset " + p * unit
+                            + " was being fetched", p * unit);
                 }
             }
             if (state == PageStates.FAILED || failure != null) {
@@ -435,8 +509,8 @@ public final class LazyRestore implements AutoCloseable {
             }
             for (long address : addresses) {
                 long start = System.nanoTime();
-                int p = (int) ((address - base) / PAGE);
-                if (p < 0 || p >= states.pages()) {
+                int p = (int) ((address - base) / unit);
+                if (address < base || p >= states.pages()) {
                     continue;
                 }
                 hint = p + 1;
@@ -446,7 +520,7 @@ public final class LazyRestore implements AutoCloseable {
                     faults.incrementAndGet();
                     sample(System.nanoTime() - start);
                     if (states.get(p) == PageStates.FAILED) {
-                        answerSettled(p, PageStates.FAILED);  // the waiter fails instead of waiting on
+                        answerSettled(address, PageStates.FAILED);  // the waiter fails instead of waiting on
                     }
                     continue;
                 }
@@ -455,28 +529,36 @@ public final class LazyRestore implements AutoCloseable {
                 } catch (InterruptedException e) {
                     return;
                 }
-                answerSettled(p, state);
+                answerSettled(address, state);
             }
         }
     }
 
     /**
-     * Answers a fault on a page nobody fetches (any more): a hole, or a page punched since,
-     * reads zero; a page whose fetch failed is poisoned, so the access fails instead of waiting.
+     * Answers a fault at {@code faultAddress} on a page nobody fetches (any more): a hole, or a
+     * page punched since, reads zero; a page whose fetch failed is poisoned, so the access fails
+     * instead of waiting. On hugetlb both fill the whole huge page: the kernel refuses
+     * {@code UFFDIO_ZEROPAGE} there, so the zeros are copied.
      */
-    private void answerSettled(int p, byte state) {
+    private void answerSettled(long faultAddress, byte state) {
         Scratch scratch = SCRATCH.get();
-        long address = base + p * PAGE;
+        long address = base + (faultAddress - base) / fill * fill;
         long rc;
         if (state == PageStates.FAILED) {
-            rc = uffd.poison(scratch.fillArgs, address, PAGE);
+            rc = uffd.poison(scratch.fillArgs, address, fill);
         } else {
             zeroFaults.incrementAndGet();
-            rc = uffd.zeroPage(scratch.fillArgs, address, PAGE);
+            if (fill == PAGE) {
+                rc = uffd.zeroPage(scratch.fillArgs, address, PAGE);
+            } else {
+                do {
+                    rc = uffd.copy(scratch.copyArgs, address, huge.zeros().address(), fill);
+                } while (rc == -dev.guestmemfd.linux.Errno.EAGAIN.number());
+            }
         }
         if (rc < 0) {
             try {
-                uffd.wake(address, PAGE);  // EEXIST: the page is there; the waiter only needs waking
+                uffd.wake(address, fill);  // EEXIST: the page is there; the waiter only needs waking
             } catch (LinuxException e) {
                 // the range is gone (the file closes): nothing waits there any more
             }
@@ -498,7 +580,8 @@ public final class LazyRestore implements AutoCloseable {
             long after = hint;
             if (after >= 0) {
                 hint = -1;
-                for (int p = (int) after; p < Math.min(states.pages(), after + AFTER_FAULT); p++) {
+                // 16 pages after a fault; on huge pages, the next huge page
+                for (int p = (int) after; p < Math.min(states.pages(), after + (huge == null ? AFTER_FAULT : 1)); p++) {
                     if (states.claim(p)) {
                         pulled.incrementAndGet();
                         fetchClaimed(p);
@@ -686,7 +769,7 @@ public final class LazyRestore implements AutoCloseable {
                     end++;
                 }
                 try {
-                    uffd.poison(scratch.fillArgs, base + p * PAGE, (end - p) * PAGE);
+                    uffd.poison(scratch.fillArgs, base + p * unit, (end - p) * unit);
                 } catch (LinuxException e) {
                     // the mapping is gone: nothing can reach the pages
                 }

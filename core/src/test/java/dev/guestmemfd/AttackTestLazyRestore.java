@@ -307,23 +307,27 @@ class AttackTestLazyRestore {
         assumeThat(at).isNotNegative();
         flip(file, at + 7);
         try (GuestMemory t = GuestMemory.create(HUGE, FLAGS, Backing.HUGETLB_2M);
-                Binding tb = t.bind(new Owner() { }, 0, t.size())) {
-            // Eager on hugetlb: the altered record is found before start returns, and the target
-            // is left as it was, empty.
-            assertRefused(() -> LazyRestore.start(List.of(tb), PageSource.open(file, KEY, new Snapshot.ReplayGuard()),
-                    s -> { }), Errno.EBADMSG);
-            assertThat(t.pageCounts().allocated()).isZero();
+                Binding tb = t.bind(new Owner() { }, 0, t.size());
+                LazyRestore r = LazyRestore.start(List.of(tb), PageSource.open(file, KEY, new Snapshot.ReplayGuard()), s -> { })) {
+            // Lazy on hugetlb: a shared record has no tag of its own, so the altered byte is
+            // found by the digest once every huge page is in, and the restore fails then.
+            assertThat(r.eagerReason()).isEmpty();
+            assertRefused(() -> r.await(Duration.ofSeconds(30)), Errno.EBADMSG);
+            assertThat(r.isComplete()).isFalse();
+            try (HostMapping map = t.map(0, PAGE)) {
+                assertRefused(() -> map.read(0, 4), Errno.EBADMSG);
+            }
         }
     }
 
     @Test
-    void anUntouchedSnapshotRestoresOnHugetlbEagerlyAndSaysWhy() throws Exception {
+    void anUntouchedSnapshotRestoresOnHugetlbLazily() throws Exception {
         assumeThat(Backing.HUGETLB_2M.isAvailable()).isTrue();
         Path file = snapshot(Backing.HUGETLB_2M, HUGE, true);
         try (GuestMemory t = GuestMemory.create(HUGE, FLAGS, Backing.HUGETLB_2M);
                 Binding tb = t.bind(new Owner() { }, 0, t.size());
                 LazyRestore r = LazyRestore.start(List.of(tb), PageSource.open(file, KEY, new Snapshot.ReplayGuard()), s -> { })) {
-            assertThat(r.eagerReason()).get().asString().contains("whole huge page");
+            assertThat(r.eagerReason()).isEmpty();
             try (HostMapping map = t.map(0, 8 * PAGE)) {
                 assertThat(map.read(3 * PAGE, 4)).containsOnly((byte) (SHARED_FILL + 3));
             }

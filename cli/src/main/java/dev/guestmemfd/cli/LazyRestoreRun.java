@@ -25,14 +25,15 @@ import javax.crypto.SecretKey;
 
 /**
  * {@code gmem restore --lazy}: the memory of a snapshot file restored eagerly, then lazily, in
- * one run, on memfd files of its size, with the times that compare them. The eager restore
- * goes first, so both read the snapshot from the page cache.
+ * one run, on files of its size on the backing asked for (memfd, or huge pages, which the lazy
+ * restore fetches a whole huge page at a time), with the times that compare them. The eager
+ * restore goes first, so both read the snapshot from the page cache.
  */
 final class LazyRestoreRun {
     private LazyRestoreRun() {
     }
 
-    static int run(Path file, SecretKey key, int touch, boolean json) throws Exception {
+    static int run(Path file, SecretKey key, int touch, boolean json, Backing backing) throws Exception {
         if (touch < 0) {
             throw Failure.usage("--touch " + touch + ": a count is 0 or more");
         }
@@ -44,7 +45,7 @@ final class LazyRestoreRun {
         } catch (GuestMemoryException e) {
             throw new Failure(e.errno(), "snapshot file " + file + ": " + e.getMessage());
         }
-        try (GuestMemory memory = create(size)) {
+        try (GuestMemory memory = create(size, backing)) {
             Binding owner = memory.bind(new Owner() { }, 0, size);
             long start = System.nanoTime();
             try (InputStream in = new BufferedInputStream(Files.newInputStream(file), 1 << 16)) {
@@ -54,7 +55,7 @@ final class LazyRestoreRun {
             }
             eagerNanos = System.nanoTime() - start;
         }
-        try (GuestMemory memory = create(size)) {
+        try (GuestMemory memory = create(size, backing)) {
             Binding owner = memory.bind(new Owner() { }, 0, size);
             long start = System.nanoTime();
             PageSource source;
@@ -94,6 +95,7 @@ final class LazyRestoreRun {
                 long complete = System.nanoTime() - start;
                 LazyRestore.Stats stats = restore.stats();
                 out.put("file", file.toString());
+                out.put("backing", GuestOptions.name(backing));
                 out.put("memoryBytes", size);
                 out.put("allocatedBytes", stats.pagesFetched() * GuestMemory.PAGE_SIZE);
                 out.put("lazy", restore.eagerReason().isEmpty());
@@ -116,8 +118,8 @@ final class LazyRestoreRun {
         if (json) {
             System.out.println(Json.write(out));
         } else {
-            System.out.printf(Locale.ROOT, "%s: %,d bytes of memory, %,d with data%n", file, out.get("memoryBytes"),
-                    out.get("allocatedBytes"));
+            System.out.printf(Locale.ROOT, "%s: %,d bytes of memory, %,d with data, restored on %s%n", file, out.get("memoryBytes"),
+                    out.get("allocatedBytes"), out.get("backing"));
             System.out.printf(Locale.ROOT, "eager restore %.1f ms; lazy: first access after %.2f ms (%.2f %% of eager),"
                             + " all resident after %.1f ms, checked after %.1f ms%n", out.get("eagerMs"), out.get("firstAccessMs"),
                     100 * (double) out.get("firstAccessOfEager"), out.get("residentMs"), out.get("completeMs"));
@@ -130,8 +132,12 @@ final class LazyRestoreRun {
         return 0;
     }
 
-    private static GuestMemory create(long size) {
-        return GuestMemory.create(size, Flag.MMAP.bit() | Flag.INIT_SHARED.bit(), Backing.MEMFD);
+    private static GuestMemory create(long size, Backing backing) {
+        try {
+            return GuestMemory.create(size, Flag.MMAP.bit() | Flag.INIT_SHARED.bit(), backing);
+        } catch (GuestMemoryException e) {
+            throw new Failure(e.errno(), "--backing " + GuestOptions.name(backing) + ": " + e.getMessage());
+        }
     }
 
 }

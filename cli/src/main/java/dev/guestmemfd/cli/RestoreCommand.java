@@ -1,5 +1,6 @@
 package dev.guestmemfd.cli;
 
+import dev.guestmemfd.Backing;
 import dev.guestmemfd.GuestMemory;
 import dev.guestmemfd.GuestMemoryException;
 import dev.guestmemfd.Snapshot;
@@ -24,7 +25,8 @@ import picocli.CommandLine.Parameters;
     "Load a guest saved by `gmem snapshot` and run it on: the file is checked as it is read (a",
     "cut, altered or wrong-key file is refused, EBADMSG, and nothing runs).",
     "With --lazy: restore the file's memory lazily (no guest, no KVM needed) and time it next",
-    "to the eager restore of the same file: first access, full residency, on-demand fetches."})
+    "to the eager restore of the same file: first access, full residency, on-demand fetches;",
+    "--backing hugetlb_2m restores it into huge pages, fetched a whole huge page at a time."})
 final class RestoreCommand implements Callable<Integer> {
     @Parameters(index = "0", defaultValue = "guest.gsnap", description = "The snapshot file (default: ${DEFAULT-VALUE}).")
     Path file;
@@ -46,17 +48,26 @@ final class RestoreCommand implements Callable<Integer> {
             + "while the background pull runs (default: ${DEFAULT-VALUE}).")
     int touch;
 
+    @Option(names = "--backing", description = "With --lazy: the backing of the restored memory, memfd or hugetlb_2m/hugetlb_1g"
+            + " (default: memfd).")
+    Backing backing;
+
     @Override
     public Integer call() throws Exception {
         // The arguments and files first, then the host: a wrong path is told as such on any host.
         if (runMs < 0) {
             throw Failure.usage("--run-ms " + runMs + ": a duration is 0 or more");
         }
+        if (backing != null && !lazy) {
+            throw Failure.usage("--backing goes with --lazy (a guest restores on the backing it was saved on)");
+        }
         UserFiles.requireReadable("snapshot file", file);
         Path keyFile = key != null ? key : SnapshotKey.besides(file);
         var secret = SnapshotKey.read(keyFile);
         if (lazy) {
-            return LazyRestoreRun.run(file, secret, touch, json);
+            Backing target = backing != null ? backing : Backing.MEMFD;
+            GuestOptions.requireAvailable(target);
+            return LazyRestoreRun.run(file, secret, touch, json, target);
         }
         GuestOptions.requireKvm("restore (it runs the guest; `gmem snapshot verify " + file + "` checks the file without KVM)");
         Map<String, Object> out = new LinkedHashMap<>();

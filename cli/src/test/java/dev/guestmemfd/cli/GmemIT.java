@@ -785,6 +785,9 @@ class GmemIT {
         Files.write(altered, flipped);
         assertOneLineError(withoutKvm(null, "restore", "--lazy", altered.toString(), "--key", key.toString()), "EBADMSG");
         assertOneLineError(withoutKvm(null, "restore", "--lazy", file.toString(), "--touch", "-1"), "--touch");
+        // Huge pages: this file is no whole huge page (EINVAL), or the host has no pool (ENODEV); said in one line.
+        assertOneLineError(withoutKvm(null, "restore", "--lazy", file.toString(), "--backing", "hugetlb_2m"), "--backing hugetlb_2m");
+        assertOneLineError(withoutKvm(null, "restore", file.toString(), "--backing", "hugetlb_2m"), "--backing goes with --lazy");
     }
 
     @Test
