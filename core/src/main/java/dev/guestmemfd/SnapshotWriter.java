@@ -43,6 +43,8 @@ final class SnapshotWriter implements Snapshot.Writer {
     private boolean finished;
     /** A layout was written: every page must now travel exactly as it says, once. */
     private boolean promised;
+    /** A page or hole record was written: too late for a layout. */
+    private boolean pagesNamed;
 
     SnapshotWriter(BindingCover owners, SecretKey key, OutputStream out) throws IOException {
         this.owners = owners;
@@ -79,7 +81,7 @@ final class SnapshotWriter implements Snapshot.Writer {
     long writeSnapshot() throws IOException {
         ensureOpen("snapshot");
         List<PageRun> runs = memory.pageRuns();
-        if (records == 0 && memory.firstPoisoned(0, memory.size()) < 0
+        if (!pagesNamed && memory.firstPoisoned(0, memory.size()) < 0
                 && (long) runs.size() * SnapshotFormat.LAYOUT_RUN_BYTES <= MAX_STATE) {
             byte[] layout = SnapshotFormat.encodeLayout(runs);
             SnapshotFormat.writeRecordHeader(data, LAYOUT, 0, layout.length);
@@ -133,6 +135,7 @@ final class SnapshotWriter implements Snapshot.Writer {
      * attribute marked poisoned: its memory failed, and no byte of it may travel.
      */
     private void writeRun(PageRun run, long from, long to) throws IOException {
+        pagesNamed = true;
         long at = from;
         for (long bad; at < to && (bad = memory.firstPoisoned(at, to - at)) >= 0; at = bad + GuestMemory.PAGE_SIZE) {
             if (bad > at) {
