@@ -135,10 +135,14 @@ class LazyStreamRestoreTest {
         }
 
         @Override
-        public void close() throws Exception {
+        public void close() throws IOException {
             release.countDown();
             pipe.sink().close();
-            thread.join(TimeUnit.SECONDS.toMillis(10));
+            try {
+                thread.join(TimeUnit.SECONDS.toMillis(10));
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
         }
     }
 
@@ -435,6 +439,7 @@ class LazyStreamRestoreTest {
                 try (LazyRestore restore = LazyRestore.start(List.of(owner), source, s -> { });
                      HostMapping host = target.map(0, PAGES * PAGE)) {
                     assertThat(errnoOf(catchThrowable(() -> host.read(6 * PAGE, (int) PAGE)))).isEqualTo(Errno.EBADMSG);
+                    assertThat(restore.failure()).isPresent();
                     source.release.countDown();
                 }
             }
