@@ -24,9 +24,12 @@ import picocli.CommandLine.Parameters;
     "Load a guest saved by `gmem snapshot` and run it on: the file is checked as it is read (a",
     "cut, altered or wrong-key file is refused, EBADMSG, and nothing runs).",
     "With --lazy: restore the file's memory lazily (no guest, no KVM needed) and time it next",
-    "to the eager restore of the same file: first access, full residency, on-demand fetches."})
+    "to the eager restore of the same file: first access, full residency, on-demand fetches.",
+    "With --lazy and FILE `-`: restore lazily from standard input (a pipe), as it arrives; --key",
+    "is then needed."})
 final class RestoreCommand implements Callable<Integer> {
-    @Parameters(index = "0", defaultValue = "guest.gsnap", description = "The snapshot file (default: ${DEFAULT-VALUE}).")
+    @Parameters(index = "0", defaultValue = "guest.gsnap", description = "The snapshot file, or `-` for standard input with"
+            + " --lazy (default: ${DEFAULT-VALUE}).")
     Path file;
 
     @Option(names = "--key", description = "The key file (default: FILE.key).")
@@ -51,6 +54,12 @@ final class RestoreCommand implements Callable<Integer> {
         // The arguments and files first, then the host: a wrong path is told as such on any host.
         if (runMs < 0) {
             throw Failure.usage("--run-ms " + runMs + ": a duration is 0 or more");
+        }
+        if (lazy && file.toString().equals("-")) {
+            if (key == null) {
+                throw Failure.usage("restore --lazy -: a snapshot on standard input needs --key KEYFILE");
+            }
+            return LazyRestoreRun.runFromStream(System.in, SnapshotKey.read(key), touch, json);
         }
         UserFiles.requireReadable("snapshot file", file);
         Path keyFile = key != null ? key : SnapshotKey.besides(file);
