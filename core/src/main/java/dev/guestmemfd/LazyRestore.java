@@ -492,6 +492,8 @@ public final class LazyRestore implements AutoCloseable {
     private void forgetReplay() {
         if (source instanceof SnapshotFileSource file) {
             file.forget();
+        } else if (source instanceof SnapshotStreamSource stream) {
+            stream.forget();
         }
     }
 

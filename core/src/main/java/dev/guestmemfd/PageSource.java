@@ -1,16 +1,19 @@
 package dev.guestmemfd;
 
 import java.io.IOException;
+import java.io.InputStream;
 import java.lang.foreign.MemorySegment;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
 import javax.crypto.SecretKey;
 
 /**
  * Where a lazy restore takes the pages of a file from: their final layout at once, and the
  * bytes of any page on demand, in any order. A snapshot file with an index of its records is
- * one ({@link #open}); a remote source that asks the sending host over the migration channel
- * (post-copy) is meant to be another.
+ * one ({@link #open(Path, SecretKey, Snapshot.ReplayGuard)}), a snapshot arriving as a stream
+ * another ({@link #open(InputStream, SecretKey, Snapshot.ReplayGuard, Duration)}), and the
+ * post-copy destination's {@code RemotePageSource} a third.
  *
  * <p>Each page with bytes belongs to one <em>extent</em>: a run of pages that one read brings
  * (in a snapshot file, the pages whose last record is the same record). Reading an extent
@@ -79,5 +82,28 @@ public interface PageSource extends AutoCloseable {
      */
     static PageSource open(Path file, SecretKey key, Snapshot.ReplayGuard replays) throws IOException {
         return SnapshotFileSource.open(file, key, replays);
+    }
+
+    /**
+     * Opens a snapshot arriving as a stream (a pipe, a socket; for a channel,
+     * {@link java.nio.channels.Channels#newInputStream}), the whole of {@code in}, which the
+     * source then owns and closes. A background reader drives the stream to its end and keeps
+     * what it read in an unlinked memfd, so a page read so far is served at once and a page not
+     * yet read waits for the stream to reach it. A one-pass stream ({@link Snapshot#write},
+     * version 4) opens as soon as its layout (the first records) is read; any other stream (a
+     * pre-copy stream of several rounds, or version 2 or 3) names a page's final state only at
+     * its end, so it opens once read whole. {@link #verify} waits for the end and checks it.
+     *
+     * @param stall how long the stream may send nothing while a read waits on it: then the
+     *              source fails with {@code EIO} (a stalled sender never hangs a reader)
+     * @throws GuestMemoryException {@code EBADMSG} for another format, or a stream cut, altered
+     *                              or malformed before it opened; {@code EALREADY} for a stream
+     *                              the guard has seen; {@code EIO} when it stalled or could not
+     *                              be read; {@code EINVAL} for a null argument or a stall that is
+     *                              not positive
+     * @throws IOException when the spool cannot be made
+     */
+    static PageSource open(InputStream in, SecretKey key, Snapshot.ReplayGuard replays, Duration stall) throws IOException {
+        return SnapshotStreamSource.open(in, key, replays, stall);
     }
 }

@@ -200,12 +200,15 @@ public final class Snapshot {
      * VM's memslots do.
      *
      * @throws GuestMemoryException {@code EINVAL} for bindings that do not cover one file,
-     *                              each page once; {@code EBADF} when the file is closed
+     *                              each page once; {@code EBADF} when the file is closed;
+     *                              {@code EAGAIN} when a shared page became private while it was
+     *                              written (the stream's layout no longer holds: write it again)
      * @see #write(Binding, SecretKey, OutputStream)
      */
     public static long write(List<Binding> owners, SecretKey key, OutputStream out) throws IOException {
-        Writer writer = writer(owners, key, out);
-        writer.writeAll();
+        // One pass: the stream starts with the layout, so it can be restored lazily as it arrives.
+        SnapshotWriter writer = (SnapshotWriter) writer(owners, key, out);
+        writer.writeSnapshot();
         writer.finish();
         return writer.pageBytes();
     }

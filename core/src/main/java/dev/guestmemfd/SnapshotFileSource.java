@@ -33,9 +33,11 @@ import javax.crypto.SecretKey;
  * A snapshot file as a {@link PageSource}: an index from each page to the last record that
  * names it (so a page sent in several pre-copy rounds is fetched once, with its final bytes),
  * built from the record headers alone. Page bytes are read with positional reads, so any
- * number of threads read at once; a sealed record is opened (its tag checked) on every read.
- * Shared records and holes are only covered by the sealed digest at the end, which
- * {@link #verify} checks over the whole file.
+ * number of threads read at once; a sealed record is opened (its tag checked) on every read,
+ * and so is a shared record's tag (version 4). A version 4 file with a layout record has its
+ * index checked against that sealed layout at open, so its holes are authenticated up front
+ * too. A version 2 or 3 file's shared records and holes are covered only by the sealed digest
+ * at the end, which {@link #verify} checks over the whole file, every version.
  */
 final class SnapshotFileSource implements PageSource {
     private static final int NONE = -1;
@@ -44,6 +46,8 @@ final class SnapshotFileSource implements PageSource {
     private final SecretKey key;
     private final byte[] streamId;
     private final long fileSize;
+    /** The stream's version: from 4 on, a shared record carries its own tag. */
+    private final int version;
     private final Snapshot.ReplayGuard replays;
     /** Per page: the index of the last record naming it with bytes, or {@link #NONE}. */
     private final int[] recordOf;
@@ -67,6 +71,7 @@ final class SnapshotFileSource implements PageSource {
         this.replays = replays;
         this.streamId = index.streamId;
         this.fileSize = index.fileSize;
+        this.version = index.version;
         this.recordOf = index.recordOf;
         int n = index.records;
         this.bodyAt = Arrays.copyOf(index.bodyAt, n);
@@ -85,7 +90,11 @@ final class SnapshotFileSource implements PageSource {
         if (file == null || key == null || replays == null) {
             throw new GuestMemoryException(Errno.EINVAL, "open", "file, key and replay guard must be given", -1);
         }
-        FileChannel channel = FileChannel.open(file, StandardOpenOption.READ);
+        return open(FileChannel.open(file, StandardOpenOption.READ), key, replays);
+    }
+
+    /** Opens a snapshot stored whole in {@code channel}, which the source then owns (and closes). */
+    static SnapshotFileSource open(FileChannel channel, SecretKey key, Snapshot.ReplayGuard replays) throws IOException {
         try {
             Index index = new Index(channel, key);
             if (!replays.claim(index.streamId)) {
@@ -102,7 +111,10 @@ final class SnapshotFileSource implements PageSource {
     private static final class Index {
         final byte[] streamId;
         final long fileSize;
+        final int version;
         final int[] recordOf;
+        /** The sealed layout, where the stream has one: the records must keep it. */
+        LayoutPromise promise;
         final BitSet named = new BitSet();
         final BitSet privateAtEnd = new BitSet();
         final List<byte[]> states = new ArrayList<>();
@@ -125,6 +137,7 @@ final class SnapshotFileSource implements PageSource {
                     new DataInputStream(new ByteArrayInputStream(head.array())), op);
             streamId = header.streamId();
             fileSize = header.fileSize();
+            version = header.version();
             long pages = fileSize / GuestMemory.PAGE_SIZE;
             if (pages > Integer.MAX_VALUE) {
                 throw new GuestMemoryException(Errno.EFBIG, op, "pages are indexed with an int: files up to 8 TiB", -1);
@@ -162,18 +175,27 @@ final class SnapshotFileSource implements PageSource {
                     endCount = count.getLong(0);
                     recordCount = number;
                     trailerAt = at + 1 + 8;
+                    if (promise != null) {
+                        promise.checkComplete(op);
+                    }
                     return;
                 }
                 long offset = recordHeader.getLong(1);
                 int length = recordHeader.getInt(9);
                 long body = at + RECORD_HEADER_BYTES;
-                if (kind == STATE) {
-                    if (offset != 0 || length < 0 || length > MAX_STATE || size - body < length + TAG_BYTES) {
+                if (SnapshotFormat.isSealedBlob(kind, version)) {
+                    if (offset != 0 || length < 0 || length > MAX_STATE || size - body < length + TAG_BYTES
+                            || kind == SnapshotFormat.LAYOUT && (promise != null || !named.isEmpty())) {
                         throw bad(op, "record " + number + " is malformed");
                     }
-                    ByteBuffer sealedState = ByteBuffer.allocate(length + TAG_BYTES);
-                    readFully(channel, sealedState, body, op);
-                    states.add(SnapshotFormat.open(key, streamId, number, STATE, 0, sealedState.array(), length + TAG_BYTES, op));
+                    ByteBuffer sealedBlob = ByteBuffer.allocate(length + TAG_BYTES);
+                    readFully(channel, sealedBlob, body, op);
+                    byte[] plain = SnapshotFormat.open(key, streamId, number, kind, 0, sealedBlob.array(), length + TAG_BYTES, op);
+                    if (kind == STATE) {
+                        states.add(plain);
+                    } else {
+                        promise = new LayoutPromise(SnapshotFormat.decodeLayout(plain, fileSize, op));
+                    }
                     at = body + length + TAG_BYTES;
                 } else if (SnapshotFormat.isHole(kind)) {
                     long bytes = (long) length * GuestMemory.PAGE_SIZE;
@@ -181,6 +203,9 @@ final class SnapshotFileSource implements PageSource {
                         throw bad(op, "record " + number + " is malformed");
                     }
                     int first = (int) (offset / GuestMemory.PAGE_SIZE);
+                    if (promise != null) {
+                        promise.check(number, kind, first, first + length, op);
+                    }
                     Arrays.fill(recordOf, first, first + length, NONE);
                     named.set(first, first + length);
                     privateAtEnd.set(first, first + length, kind == PRIVATE_HOLE);
@@ -190,13 +215,16 @@ final class SnapshotFileSource implements PageSource {
                             || length % GuestMemory.PAGE_SIZE != 0 || offset > fileSize - length) {
                         throw bad(op, "record " + number + " is malformed");
                     }
-                    int bodyLength = SnapshotFormat.bodyBytes(kind, length);
+                    int bodyLength = SnapshotFormat.bodyBytes(kind, length, version);
                     if (size - body < bodyLength) {
                         throw bad(op, "the stream ends early");
                     }
                     int r = add(body, offset, length, number, kind == PRIVATE);
                     int first = (int) (offset / GuestMemory.PAGE_SIZE);
                     int end = first + length / (int) GuestMemory.PAGE_SIZE;
+                    if (promise != null) {
+                        promise.check(number, kind, first, end, op);
+                    }
                     Arrays.fill(recordOf, first, end, r);
                     named.set(first, end);
                     privateAtEnd.set(first, end, kind == PRIVATE);
@@ -297,12 +325,16 @@ final class SnapshotFileSource implements PageSource {
         if (r == NONE) {
             throw new GuestMemoryException(Errno.EINVAL, op, "no record holds these pages", extent.offset());
         }
-        int bodyLength = SnapshotFormat.bodyBytes(sealed[r] ? PRIVATE : SnapshotFormat.SHARED, lengths[r]);
+        int bodyLength = SnapshotFormat.bodyBytes(sealed[r] ? PRIVATE : SnapshotFormat.SHARED, lengths[r], version);
         ByteBuffer body = ByteBuffer.allocate(bodyLength);
         try {
             readFully(channel, body, bodyAt[r], op);
         } catch (java.nio.channels.ClosedChannelException closed) {
             throw new IOException(op + ": the snapshot file was closed", closed);
+        }
+        if (!sealed[r] && version >= SnapshotFormat.TAGGED_VERSION) {
+            // Checked as read, not at open: the bytes handed on are the ones checked.
+            SnapshotFormat.checkTag(key, streamId, numbers[r], offsets[r], body.array(), lengths[r], op);
         }
         byte[] plain = sealed[r]
                 ? SnapshotFormat.open(key, streamId, numbers[r], PRIVATE, offsets[r], body.array(), bodyLength, op)

@@ -7,7 +7,9 @@ import java.nio.ByteBuffer;
 import java.nio.charset.StandardCharsets;
 import java.security.GeneralSecurityException;
 import java.security.MessageDigest;
+import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.List;
 import javax.crypto.AEADBadTagException;
 import javax.crypto.Cipher;
 import javax.crypto.SecretKey;
@@ -15,29 +17,38 @@ import javax.crypto.spec.GCMParameterSpec;
 
 /**
  * The snapshot stream's layout and its sealing: what the bytes are, apart from who writes and
- * who reads them. Version 3, big-endian:
+ * who reads them. Version 4, big-endian:
  * <pre>
  * header : "GMEMSNAP" u32 version u64 fileSize u32 pageSize byte[16] streamId
  * record : u8 kind, then
- *   1 shared pages   u64 offset u32 length, length bytes
+ *   1 shared pages   u64 offset u32 length, length bytes, 16-byte tag (version 4; no tag before)
  *   2 private pages  u64 offset u32 length, length + 16 bytes: AES-GCM ciphertext and tag
  *   3 private hole   u64 offset u32 pages   (no memory; the pages are private)
  *   4 shared hole    u64 offset u32 pages   (no memory; the pages are shared)
  *   5 owner state    u64 0      u32 length, length + 16 bytes sealed like private pages
  *   6 poisoned       u64 offset u32 pages   (failed pages: no memory travels; their attribute
  *                                            is that of the hole record just before; version 3)
+ *   7 layout         u64 0      u32 length, length + 16 bytes sealed like private pages: the
+ *                                            final state of every page, runs of u64 offset,
+ *                                            u64 length, u8 flags (1 private, 2 allocated);
+ *                                            version 4, before any page record
  * end    : u8 0, u64 records, then 32 + 16 bytes: the SHA-256 of everything before, sealed
  * </pre>
- * The stream ends with the sealed digest: nothing follows it. A version 2 stream is the same
- * without record kind 6, and still reads.
+ * The stream ends with the sealed digest: nothing follows it. Versions 2 and 3 still read:
+ * version 2 has no kind 6, neither has kind 7 nor the shared records' tag.
  *
  * <p>Sealing: AES-256-GCM, IV = the first 4 bytes of streamId and the record's number (u64),
  * AAD = streamId, kind, offset; so a sealed record opens only in its own place of its own
- * stream. Shared records and holes are authenticated by the sealed digest at the end.
+ * stream. A shared record's tag (version 4) is the same AES-GCM over no plaintext, with the
+ * record's length and bytes added to the AAD (GMAC): its bytes are checked alone, in their
+ * place, before any reader sees them. A layout promises that every page it names is named by
+ * exactly one later record, which agrees with it ({@link LayoutPromise}), so a reader knows each
+ * page's final state before its bytes. Holes are authenticated by the layout where there is one,
+ * and always by the sealed digest at the end.
  */
 final class SnapshotFormat {
     static final byte[] MAGIC = "GMEMSNAP".getBytes(StandardCharsets.US_ASCII);
-    static final int VERSION = 3;
+    static final int VERSION = 4;
     /** The oldest version this library reads: version 3 only added {@link #POISONED}. */
     static final int OLDEST_VERSION = 2;
     static final int END = 0;
@@ -47,6 +58,13 @@ final class SnapshotFormat {
     static final int SHARED_HOLE = 4;
     static final int STATE = 5;
     static final int POISONED = 6;
+    static final int LAYOUT = 7;
+    /** The first version with a tag on each shared record and the layout record. */
+    static final int TAGGED_VERSION = 4;
+    /** One run of a layout: u64 offset, u64 length, u8 flags. */
+    static final int LAYOUT_RUN_BYTES = 8 + 8 + 1;
+    static final int LAYOUT_PRIVATE = 1;
+    static final int LAYOUT_ALLOCATED = 2;
     static final int STREAM_ID_BYTES = 16;
     static final int HEADER_BYTES = MAGIC.length + 4 + 8 + 4 + STREAM_ID_BYTES;
     /** u8 kind, u64 offset, u32 length or pages. */
@@ -132,9 +150,81 @@ final class SnapshotFormat {
         return kind == PRIVATE_HOLE || kind == SHARED_HOLE;
     }
 
-    /** {@return the bytes that follow a page record's header: its length, plus the tag when sealed} */
-    static int bodyBytes(int kind, int length) {
-        return kind == PRIVATE ? length + TAG_BYTES : length;
+    /** {@return true for the kinds that are sealed records (a body and its tag, opened whole)} */
+    static boolean isSealedBlob(int kind, int version) {
+        return kind == STATE || kind == LAYOUT && version >= TAGGED_VERSION;
+    }
+
+    /**
+     * {@return the bytes that follow a page record's header in a stream of {@code version}: its
+     * length, plus the tag when sealed or, from version 4, tagged}
+     */
+    static int bodyBytes(int kind, int length, int version) {
+        return kind == PRIVATE || kind == SHARED && version >= TAGGED_VERSION ? length + TAG_BYTES : length;
+    }
+
+    /** {@return the version 4 tag of a shared record: GMAC of its length and bytes, in its place} */
+    static byte[] tag(SecretKey key, byte[] streamId, long record, long offset, byte[] bytes, int length) {
+        try {
+            Cipher c = cipher(Cipher.ENCRYPT_MODE, key, streamId, record, SHARED, offset);
+            c.updateAAD(ByteBuffer.allocate(4).putInt(length).array());
+            c.updateAAD(bytes, 0, length);
+            return c.doFinal();
+        } catch (GeneralSecurityException e) {
+            throw new IllegalStateException("AES-GCM: " + e.getMessage(), e);
+        }
+    }
+
+    /**
+     * Checks the tag that follows the {@code length} bytes of a shared record in {@code body}.
+     *
+     * @throws GuestMemoryException {@code EBADMSG} when it does not match: altered bytes, another
+     *                              place (a record moved, replayed or renumbered), another key
+     */
+    static void checkTag(SecretKey key, byte[] streamId, long record, long offset, byte[] body, int length, String op) {
+        byte[] expected = tag(key, streamId, record, offset, body, length);
+        if (!MessageDigest.isEqual(expected, Arrays.copyOfRange(body, length, length + TAG_BYTES))) {
+            throw bad(op, "shared record " + record + " (offset " + offset + ") does not check out: altered, moved,"
+                    + " or of another key");
+        }
+    }
+
+    /** {@return a layout record's plaintext for {@code runs}} */
+    static byte[] encodeLayout(List<PageRun> runs) {
+        ByteBuffer b = ByteBuffer.allocate(runs.size() * LAYOUT_RUN_BYTES);
+        for (PageRun run : runs) {
+            b.putLong(run.offset()).putLong(run.length())
+                    .put((byte) ((run.attribute() == Attribute.PRIVATE ? LAYOUT_PRIVATE : 0) | (run.allocated() ? LAYOUT_ALLOCATED : 0)));
+        }
+        return b.array();
+    }
+
+    /**
+     * {@return the runs of an opened layout record}
+     *
+     * @throws GuestMemoryException {@code EBADMSG} for runs that are not whole pages of the file,
+     *                              ascending and apart, or unknown flags
+     */
+    static List<PageRun> decodeLayout(byte[] plain, long fileSize, String op) {
+        if (plain.length % LAYOUT_RUN_BYTES != 0) {
+            throw bad(op, "the layout record is malformed");
+        }
+        ByteBuffer b = ByteBuffer.wrap(plain);
+        List<PageRun> runs = new ArrayList<>();
+        long end = 0;
+        while (b.hasRemaining()) {
+            long offset = b.getLong();
+            long length = b.getLong();
+            int flags = b.get() & 0xff;
+            if (offset < end || length <= 0 || offset % GuestMemory.PAGE_SIZE != 0 || length % GuestMemory.PAGE_SIZE != 0
+                    || offset > fileSize - length || (flags & ~(LAYOUT_PRIVATE | LAYOUT_ALLOCATED)) != 0) {
+                throw bad(op, "the layout record is malformed");
+            }
+            runs.add(new PageRun(offset, length, (flags & LAYOUT_PRIVATE) != 0 ? Attribute.PRIVATE : Attribute.SHARED,
+                    (flags & LAYOUT_ALLOCATED) != 0));
+            end = offset + length;
+        }
+        return List.copyOf(runs);
     }
 
     static GuestMemoryException bad(String op, String why) {

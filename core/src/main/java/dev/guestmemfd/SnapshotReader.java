@@ -195,6 +195,8 @@ final class SnapshotReader implements Snapshot.Reader {
         /** Passes over the file: a pass ends where a record goes back to a lower offset. */
         int rounds;
         long lastOffset = Long.MAX_VALUE;
+        /** The stream's layout, once read: the records after it must keep it. */
+        LayoutPromise promise;
 
         void recorded(long offset) {
             if (offset <= lastOffset) {
@@ -216,14 +218,24 @@ final class SnapshotReader implements Snapshot.Reader {
             int kind = data.readUnsignedByte();
             if (kind == END) {
                 checkEnd();
+                if (staged.promise != null) {
+                    staged.promise.checkComplete(op);
+                }
                 return states;
             }
             if (kind == STATE) {
                 states.add(readStateBody());
                 continue;
             }
+            if (kind == SnapshotFormat.LAYOUT && version >= SnapshotFormat.TAGGED_VERSION) {
+                readLayout(staged);
+                continue;
+            }
             long offset = data.readLong();
             int length = data.readInt();
+            if (staged.promise != null && SnapshotFormat.isMark(kind, version)) {
+                throw bad(op, "record " + records + " is not a page record, after the layout");
+            }
             if (SnapshotFormat.isMark(kind, version)) {
                 // The failed pages: named by the hole record just before, which gave their attribute.
                 long bytes = (long) length * GuestMemory.PAGE_SIZE;
@@ -245,6 +257,9 @@ final class SnapshotReader implements Snapshot.Reader {
                 }
                 int first = (int) (offset / GuestMemory.PAGE_SIZE);
                 int end = first + length;
+                if (staged.promise != null) {
+                    staged.promise.check(records, kind, first, end, op);
+                }
                 punchWritten(memory, staged.written, first, end);  // sent earlier, freed since
                 staged.recorded(offset);
                 staged.named.set(first, end);
@@ -258,8 +273,15 @@ final class SnapshotReader implements Snapshot.Reader {
                     || offset > fileSize - length) {
                 throw bad(op, "record " + records + " is malformed");
             }
-            int bodyLength = SnapshotFormat.bodyBytes(kind, length);
+            int bodyLength = SnapshotFormat.bodyBytes(kind, length, version);
+            if (staged.promise != null) {
+                staged.promise.check(records, kind, (int) (offset / GuestMemory.PAGE_SIZE),
+                        (int) ((offset + length) / GuestMemory.PAGE_SIZE), op);
+            }
             data.readFully(buffer, 0, bodyLength);
+            if (kind != PRIVATE && version >= SnapshotFormat.TAGGED_VERSION) {
+                SnapshotFormat.checkTag(key, streamId, records, offset, buffer, length, op);
+            }
             byte[] plain = kind == PRIVATE
                     ? SnapshotFormat.open(key, streamId, records, PRIVATE, offset, buffer, bodyLength, op)
                     : buffer;
@@ -285,6 +307,22 @@ final class SnapshotReader implements Snapshot.Reader {
             staged.privateAtEnd.set(first, end, kind == PRIVATE);
             records++;
         }
+    }
+
+    /**
+     * Reads a layout record (version 4): sealed, at most one, before any page record; the
+     * records after it must keep it, which {@link LayoutPromise} checks as they arrive.
+     */
+    private void readLayout(Staged staged) throws IOException {
+        long offset = data.readLong();
+        int length = data.readInt();
+        if (offset != 0 || length < 0 || length > MAX_STATE || staged.promise != null || !staged.named.isEmpty()) {
+            throw bad(op, "record " + records + " is malformed");
+        }
+        byte[] body = new byte[length + TAG_BYTES];
+        data.readFully(body);
+        byte[] plain = SnapshotFormat.open(key, streamId, records++, SnapshotFormat.LAYOUT, 0, body, body.length, op);
+        staged.promise = new LayoutPromise(SnapshotFormat.decodeLayout(plain, fileSize, op));
     }
 
     /** Checks the end record, the sealed digest, and that nothing follows it. */

@@ -2,6 +2,7 @@ package dev.guestmemfd;
 
 import static dev.guestmemfd.SnapshotFormat.CHUNK;
 import static dev.guestmemfd.SnapshotFormat.END;
+import static dev.guestmemfd.SnapshotFormat.LAYOUT;
 import static dev.guestmemfd.SnapshotFormat.MAX_STATE;
 import static dev.guestmemfd.SnapshotFormat.POISONED;
 import static dev.guestmemfd.SnapshotFormat.PRIVATE;
@@ -20,6 +21,7 @@ import java.security.MessageDigest;
 import java.security.SecureRandom;
 import java.util.Arrays;
 import java.util.BitSet;
+import java.util.List;
 import javax.crypto.SecretKey;
 
 /**
@@ -39,6 +41,10 @@ final class SnapshotWriter implements Snapshot.Writer {
     private long records;
     private long pageBytes;
     private boolean finished;
+    /** A layout was written: every page must now travel exactly as it says, once. */
+    private boolean promised;
+    /** A page or hole record was written: too late for a layout. */
+    private boolean pagesNamed;
 
     SnapshotWriter(BindingCover owners, SecretKey key, OutputStream out) throws IOException {
         this.owners = owners;
@@ -60,6 +66,33 @@ final class SnapshotWriter implements Snapshot.Writer {
         }
         SnapshotFormat.writeRecordHeader(data, STATE, 0, state.length);
         data.write(SnapshotFormat.seal(key, streamId, records++, STATE, 0, state, state.length));
+    }
+
+    /**
+     * Writes a one-pass snapshot: the layout record (the final state of every page), then each
+     * page once, as the layout says, so a reader of the stream knows each page's state before
+     * its bytes arrive. Where a layout cannot be promised (a poisoned page travels as a hole
+     * and a mark, or a layout too large for one record) only the pages are written.
+     *
+     * @throws GuestMemoryException {@code EAGAIN} when a shared page became private while it
+     *                              was written: the stream would break its layout (the stream
+     *                              is unusable then; write it again)
+     */
+    long writeSnapshot() throws IOException {
+        ensureOpen("snapshot");
+        List<PageRun> runs = memory.pageRuns();
+        if (!pagesNamed && memory.firstPoisoned(0, memory.size()) < 0
+                && (long) runs.size() * SnapshotFormat.LAYOUT_RUN_BYTES <= MAX_STATE) {
+            byte[] layout = SnapshotFormat.encodeLayout(runs);
+            SnapshotFormat.writeRecordHeader(data, LAYOUT, 0, layout.length);
+            data.write(SnapshotFormat.seal(key, streamId, records++, LAYOUT, 0, layout, layout.length));
+            promised = true;
+        }
+        long before = pageBytes;
+        for (PageRun run : runs) {
+            writeRun(run, run.offset(), run.offset() + run.length());
+        }
+        return pageBytes - before;
     }
 
     @Override
@@ -102,6 +135,7 @@ final class SnapshotWriter implements Snapshot.Writer {
      * attribute marked poisoned: its memory failed, and no byte of it may travel.
      */
     private void writeRun(PageRun run, long from, long to) throws IOException {
+        pagesNamed = true;
         long at = from;
         for (long bad; at < to && (bad = memory.firstPoisoned(at, to - at)) >= 0; at = bad + GuestMemory.PAGE_SIZE) {
             if (bad > at) {
@@ -131,6 +165,10 @@ final class SnapshotWriter implements Snapshot.Writer {
             MemorySegment into = MemorySegment.ofArray(buffer).asSlice(0, length);
             boolean sealed = run.attribute() == Attribute.PRIVATE;
             if (!sealed && !memory.copyIfShared(pages, at, into)) {
+                if (promised) {
+                    throw new GuestMemoryException(Errno.EAGAIN, "snapshot", "page at offset " + at
+                            + " became private while the snapshot was written: its layout no longer holds", at);
+                }
                 // A page of it was converted to private since the runs were read: its bytes
                 // must not travel in the clear (the conversion is in the change log, so the
                 // next round sends it sealed), but the pages around it still must go now.
@@ -147,6 +185,7 @@ final class SnapshotWriter implements Snapshot.Writer {
                 Arrays.fill(buffer, 0, length, (byte) 0);  // private bytes do not linger on the heap
             } else {
                 data.write(buffer, 0, length);
+                data.write(SnapshotFormat.tag(key, streamId, records, at, buffer, length));
             }
             records++;
             pageBytes += length;
@@ -164,6 +203,7 @@ final class SnapshotWriter implements Snapshot.Writer {
             }
             SnapshotFormat.writeRecordHeader(data, SHARED, p, page);
             data.write(buffer, 0, page);
+            data.write(SnapshotFormat.tag(key, streamId, records, p, buffer, page));
             records++;
             pageBytes += page;
         }

@@ -132,8 +132,8 @@ class SnapshotMutationTest {
             int length = b.getInt(at + 1 + 8);
             int body = at + SnapshotFormat.RECORD_HEADER_BYTES;
             int end = switch (kind) {
-                case SnapshotFormat.SHARED -> body + length;
-                case SnapshotFormat.PRIVATE, SnapshotFormat.STATE -> body + length + SnapshotFormat.TAG_BYTES;
+                case SnapshotFormat.SHARED, SnapshotFormat.PRIVATE, SnapshotFormat.STATE, SnapshotFormat.LAYOUT ->
+                        body + length + SnapshotFormat.TAG_BYTES;
                 default -> body;
             };
             found.add(new Record(at, end, kind, body));
@@ -266,7 +266,7 @@ class SnapshotMutationTest {
         List<int[]> bodies = new ArrayList<>();
         for (Record r : records) {
             if (SnapshotFormat.carriesPages(r.kind())) {
-                int pagesEnd = r.end() - (r.kind() == SnapshotFormat.PRIVATE ? SnapshotFormat.TAG_BYTES : 0);
+                int pagesEnd = r.end() - SnapshotFormat.TAG_BYTES;  // a shared record is tagged too (version 4)
                 chosen.clear(r.body(), pagesEnd);
                 bodies.add(new int[] {r.body(), pagesEnd});
             }

@@ -132,6 +132,86 @@ final class LazyRestoreRun {
         return 0;
     }
 
+    /**
+     * {@code gmem restore --lazy -}: the memory of a snapshot arriving on {@code in} (a pipe)
+     * restored lazily as it arrives. A stream is read once, so there is no eager restore beside
+     * it; the times run from the first byte looked for.
+     */
+    static int runFromStream(InputStream in, SecretKey key, int touch, boolean json) throws Exception {
+        if (touch < 0) {
+            throw Failure.usage("--touch " + touch + ": a count is 0 or more");
+        }
+        Map<String, Object> out = new LinkedHashMap<>();
+        long start = System.nanoTime();
+        PageSource source;
+        try {
+            source = PageSource.open(new BufferedInputStream(in, 1 << 16), key, new Snapshot.ReplayGuard(), Duration.ofSeconds(30));
+        } catch (GuestMemoryException e) {
+            throw new Failure(e.errno(), "snapshot on standard input: " + e.getMessage());
+        }
+        long opened = System.nanoTime() - start;
+        long size = source.fileSize();
+        try (GuestMemory memory = create(size, Backing.MEMFD)) {
+            Binding owner = memory.bind(new Owner() { }, 0, size);
+            LazyRestore restore;
+            try {
+                restore = LazyRestore.start(List.of(owner), source, state -> { });
+            } catch (GuestMemoryException e) {
+                source.close();
+                throw new Failure(e.errno(), "snapshot on standard input: " + e.getMessage());
+            }
+            long started = System.nanoTime() - start;
+            try (restore) {
+                List<PageRun> withBytes = new ArrayList<>();
+                for (PageRun run : source.layout()) {
+                    if (run.allocated()) {
+                        withBytes.add(run);
+                    }
+                }
+                long firstAccess = started;
+                if (!withBytes.isEmpty()) {
+                    restore.fetch(withBytes.getFirst().offset(), GuestMemory.PAGE_SIZE);
+                    firstAccess = System.nanoTime() - start;
+                }
+                Random random = new Random(17);
+                long pages = size / GuestMemory.PAGE_SIZE;
+                for (int i = 0; i < touch && !withBytes.isEmpty(); i++) {
+                    restore.fetch(random.nextLong(pages) * GuestMemory.PAGE_SIZE, GuestMemory.PAGE_SIZE);
+                }
+                if (!restore.await(Duration.ofMinutes(10))) {
+                    throw new Failure(dev.guestmemfd.Errno.ETIMEDOUT, "lazy restore from standard input did not complete in 10 minutes");
+                }
+                long complete = System.nanoTime() - start;
+                LazyRestore.Stats stats = restore.stats();
+                out.put("file", "-");
+                out.put("memoryBytes", size);
+                out.put("allocatedBytes", stats.pagesFetched() * GuestMemory.PAGE_SIZE);
+                out.put("lazy", restore.eagerReason().isEmpty());
+                out.put("openMs", opened / 1e6);
+                out.put("readyMs", started / 1e6);
+                out.put("firstAccessMs", firstAccess / 1e6);
+                out.put("residentMs", (stats.residentNanos() + started - stats.firstAccessNanos()) / 1e6);
+                out.put("completeMs", complete / 1e6);
+                out.put("faults", stats.faults() + stats.hostFetches());
+                out.put("faultP50Us", stats.faultP50Us());
+                out.put("faultP99Us", stats.faultP99Us());
+                out.put("pulled", stats.pulled());
+            } catch (GuestMemoryException e) {
+                throw new Failure(e.errno(), "lazy restore from standard input: " + e.getMessage());
+            }
+        }
+        if (json) {
+            System.out.println(Json.write(out));
+        } else {
+            System.out.printf(Locale.ROOT, "standard input: %,d bytes of memory, %,d with data%n", out.get("memoryBytes"),
+                    out.get("allocatedBytes"));
+            System.out.printf(Locale.ROOT, "opened after %.1f ms; first access after %.2f ms, all resident after %.1f ms,"
+                    + " checked after %.1f ms%n", out.get("openMs"), out.get("firstAccessMs"), out.get("residentMs"),
+                    out.get("completeMs"));
+        }
+        return 0;
+    }
+
     private static GuestMemory create(long size, Backing backing) {
         try {
             return GuestMemory.create(size, Flag.MMAP.bit() | Flag.INIT_SHARED.bit(), backing);

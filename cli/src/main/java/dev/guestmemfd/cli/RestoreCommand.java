@@ -26,9 +26,12 @@ import picocli.CommandLine.Parameters;
     "cut, altered or wrong-key file is refused, EBADMSG, and nothing runs).",
     "With --lazy: restore the file's memory lazily (no guest, no KVM needed) and time it next",
     "to the eager restore of the same file: first access, full residency, on-demand fetches;",
-    "--backing hugetlb_2m restores it into huge pages, fetched a whole huge page at a time."})
+    "--backing hugetlb_2m restores it into huge pages, fetched a whole huge page at a time.",
+    "With --lazy and FILE `-`: restore lazily from standard input (a pipe), as it arrives; --key",
+    "is then needed."})
 final class RestoreCommand implements Callable<Integer> {
-    @Parameters(index = "0", defaultValue = "guest.gsnap", description = "The snapshot file (default: ${DEFAULT-VALUE}).")
+    @Parameters(index = "0", defaultValue = "guest.gsnap", description = "The snapshot file, or `-` for standard input with"
+            + " --lazy (default: ${DEFAULT-VALUE}).")
     Path file;
 
     @Option(names = "--key", description = "The key file (default: FILE.key).")
@@ -60,6 +63,12 @@ final class RestoreCommand implements Callable<Integer> {
         }
         if (backing != null && !lazy) {
             throw Failure.usage("--backing goes with --lazy (a guest restores on the backing it was saved on)");
+        }
+        if (lazy && file.toString().equals("-")) {
+            if (key == null) {
+                throw Failure.usage("restore --lazy -: a snapshot on standard input needs --key KEYFILE");
+            }
+            return LazyRestoreRun.runFromStream(System.in, SnapshotKey.read(key), touch, json);
         }
         UserFiles.requireReadable("snapshot file", file);
         Path keyFile = key != null ? key : SnapshotKey.besides(file);

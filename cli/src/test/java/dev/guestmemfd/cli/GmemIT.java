@@ -790,6 +790,55 @@ class GmemIT {
         assertOneLineError(withoutKvm(null, "restore", file.toString(), "--backing", "hugetlb_2m"), "--backing goes with --lazy");
     }
 
+    /** Runs on every host: restore --lazy - reads the snapshot from a pipe on standard input, and refuses an altered one. */
+    @Test
+    void lazyRestoreFromStandardInput(@TempDir Path dir) throws Exception {
+        Path file = dir.resolve("lazy.gsnap");
+        Path key = dir.resolve("lazy.gsnap.key");
+        byte[] keyBytes = new byte[32];
+        new java.security.SecureRandom().nextBytes(keyBytes);
+        Files.write(key, keyBytes);
+        byte[] stream = SnapshotStreams.counterGuest(new javax.crypto.spec.SecretKeySpec(keyBytes, "AES"));
+        Files.write(file, stream);
+        Result r = piped(file, "restore", "--lazy", "-", "--key", key.toString(), "--json", "--touch", "20");
+        assertThat(r.status()).as(r.err()).isZero();
+        Map<String, Object> v = json(r.out());
+        assertThat(v).containsKeys("openMs", "firstAccessMs", "residentMs", "completeMs", "faults", "faultP99Us");
+        assertThat(v.get("memoryBytes")).isEqualTo(SnapshotStreams.MEMORY);
+        assertThat(v.get("allocatedBytes")).isEqualTo(5 * 4096L);
+
+        byte[] flipped = stream.clone();
+        flipped[SnapshotStreams.indexOfSharedByte(flipped)] ^= 1;
+        Path altered = dir.resolve("altered.gsnap");
+        Files.write(altered, flipped);
+        assertOneLineError(piped(altered, "restore", "--lazy", "-", "--key", key.toString()), "EBADMSG");
+        assertOneLineError(piped(file, "restore", "--lazy", "-"), "--key");
+    }
+
+    /** Runs ./gmem without KVM with {@code input} on its standard input, through a real pipe. */
+    private static Result piped(Path input, String... args) throws IOException, InterruptedException {
+        List<String> command = new ArrayList<>();
+        command.add(ROOT.resolve("gmem").toString());
+        command.addAll(List.of(args));
+        ProcessBuilder pb = new ProcessBuilder(command).directory(ROOT.toFile());
+        pb.environment().put("GMEM_SKIP_BUILD", "1");
+        pb.environment().put(NO_KVM, "1");
+        Path out = Files.createTempFile("gmem", ".out");
+        Path err = Files.createTempFile("gmem", ".err");
+        pb.redirectOutput(out.toFile()).redirectError(err.toFile());
+        Process p = pb.start();
+        try (var to = p.getOutputStream()) {
+            Files.copy(input, to);
+        } catch (IOException closedEarly) {
+            // gmem refused before reading all of it: its status says why
+        }
+        assertThat(p.waitFor(120, TimeUnit.SECONDS)).as("gmem %s finished", String.join(" ", args)).isTrue();
+        Result r = new Result(p.exitValue(), Files.readString(out), Files.readString(err));
+        Files.delete(out);
+        Files.delete(err);
+        return r;
+    }
+
     @Test
     void badArgumentsGetUsageHelpAndErrorsOneLine() throws Exception {
         Result bad = gmem(null, "map", "--no-such-option");
