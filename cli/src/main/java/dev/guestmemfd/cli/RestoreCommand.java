@@ -1,7 +1,9 @@
 package dev.guestmemfd.cli;
 
+import dev.guestmemfd.Backing;
 import dev.guestmemfd.GuestMemory;
 import dev.guestmemfd.GuestMemoryException;
+import dev.guestmemfd.PageSource;
 import dev.guestmemfd.Snapshot;
 import dev.guestmemfd.kvm.Kvm;
 import dev.guestmemfd.kvm.Machine;
@@ -15,6 +17,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Optional;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -23,8 +26,10 @@ import picocli.CommandLine.Parameters;
 @Command(name = "restore", mixinStandardHelpOptions = true, description = {
     "Load a guest saved by `gmem snapshot` and run it on: the file is checked as it is read (a",
     "cut, altered or wrong-key file is refused, EBADMSG, and nothing runs).",
-    "With --lazy: restore the file's memory lazily (no guest, no KVM needed) and time it next",
-    "to the eager restore of the same file: first access, full residency, on-demand fetches."})
+    "With --lazy: restore lazily and time it next to the eager restore of the same file: first",
+    "access, full residency, on-demand fetches. Where KVM is present the saved guest runs at once",
+    "on memory still arriving (and is checked against the eager load); without KVM, or for a",
+    "file of memory alone, only the memory is restored."})
 final class RestoreCommand implements Callable<Integer> {
     @Parameters(index = "0", defaultValue = "guest.gsnap", description = "The snapshot file (default: ${DEFAULT-VALUE}).")
     Path file;
@@ -42,6 +47,10 @@ final class RestoreCommand implements Callable<Integer> {
             + "residentMs, eagerMs, faults and faultP99Us.")
     boolean lazy;
 
+    @Option(names = "--backing", description = "With --lazy, for a saved guest: the backing of its memory, "
+            + "${COMPLETION-CANDIDATES} (default: memfd, the one userfaultfd serves lazily; others restore eagerly and say why).")
+    Backing backing;
+
     @Option(names = "--touch", defaultValue = "1000", description = "With --lazy: pages a workload reads at random "
             + "while the background pull runs (default: ${DEFAULT-VALUE}).")
     int touch;
@@ -56,7 +65,20 @@ final class RestoreCommand implements Callable<Integer> {
         Path keyFile = key != null ? key : SnapshotKey.besides(file);
         var secret = SnapshotKey.read(keyFile);
         if (lazy) {
-            return LazyRestoreRun.run(file, secret, touch, json);
+            Optional<Machine.Config> saved;
+            try (PageSource probe = PageSource.open(file, secret, new Snapshot.ReplayGuard())) {
+                saved = Migration.describedMachine(probe);
+            } catch (GuestMemoryException e) {
+                throw new Failure(e.errno(), "snapshot file " + file + ": " + e.getMessage());
+            }
+            Optional<String> noKvm = Kvm.unavailableReason();
+            if (saved.isPresent() && noKvm.isEmpty()) {
+                Backing into = backing != null ? backing : Backing.MEMFD;
+                GuestOptions.requireAvailable(into);
+                return LazyMachineRun.run(file, secret, saved.get(), into, runMs, json);
+            }
+            return LazyRestoreRun.run(file, secret, touch, json, saved.isEmpty() ? "the file holds memory alone"
+                    : "a saved guest, but no KVM here: " + noKvm.get());
         }
         GuestOptions.requireKvm("restore (it runs the guest; `gmem snapshot verify " + file + "` checks the file without KVM)");
         Map<String, Object> out = new LinkedHashMap<>();

@@ -59,8 +59,7 @@ public final class LazyMachineLoad implements AutoCloseable {
         }
         try {
             Machine.Config config = MachineImage.config(states.getFirst());
-            return Optional.of(backing == null ? config : new Machine.Config(backing, config.memorySize(), config.vcpus(),
-                    config.program(), config.preallocate(), config.hypercalls()));
+            return Optional.of(backing == null ? config : config.withBacking(backing));
         } catch (IOException | IllegalArgumentException notAMachine) {
             return Optional.empty();
         }

@@ -95,6 +95,10 @@ public final class Machine implements AutoCloseable {
             return new Config(backing, bytes, vcpus, program, preallocate, hypercalls);
         }
 
+        public Config withBacking(Backing other) {
+            return new Config(other, memorySize, vcpus, program, preallocate, hypercalls);
+        }
+
         public Config withHypercalls(boolean on) {
             return new Config(backing, memorySize, vcpus, program, preallocate, on);
         }

@@ -228,7 +228,18 @@ public final class Migration {
      *                                             {@code EALREADY} for one {@code replays} saw
      */
     public static Machine load(Kvm kvm, SecretKey key, InputStream in, Snapshot.ReplayGuard replays) throws IOException {
-        return load(kvm, key, in, replays, Snapshot.Framing.WHOLE_INPUT, built -> { });
+        return load(kvm, key, in, replays, null);
+    }
+
+    /**
+     * Loads a machine as {@link #load(Kvm, SecretKey, InputStream, Snapshot.ReplayGuard)} does,
+     * its memory in {@code backing} instead of the saved one when that is not null (the memory
+     * of a snapshot restores into any backing: to compare an eager load with a lazy one on the
+     * same backing).
+     */
+    public static Machine load(Kvm kvm, SecretKey key, InputStream in, Snapshot.ReplayGuard replays, Backing backing)
+            throws IOException {
+        return load(kvm, key, in, replays, Snapshot.Framing.WHOLE_INPUT, backing, built -> { });
     }
 
     /**
@@ -258,11 +269,20 @@ public final class Migration {
         return LazyMachineLoad.describedBy(source, null);
     }
 
-    /** @param built told when the machine is built, before its memory is restored */
     private static Machine load(Kvm kvm, SecretKey key, InputStream in, Snapshot.ReplayGuard replays,
                                 Snapshot.Framing framing, java.util.function.Consumer<Machine> built) throws IOException {
+        return load(kvm, key, in, replays, framing, null, built);
+    }
+
+    /** @param built told when the machine is built, before its memory is restored */
+    private static Machine load(Kvm kvm, SecretKey key, InputStream in, Snapshot.ReplayGuard replays,
+                                Snapshot.Framing framing, Backing backing, java.util.function.Consumer<Machine> built)
+            throws IOException {
         Snapshot.Reader reader = Snapshot.reader(key, in, replays, framing);
         Machine.Config config = MachineImage.config(reader.readState());
+        if (backing != null) {
+            config = config.withBacking(backing);
+        }
         if (config.memorySize() != reader.fileSize()) {
             throw new IOException("the machine's description says " + config.memorySize()
                     + " bytes of memory, its memory stream " + reader.fileSize());
