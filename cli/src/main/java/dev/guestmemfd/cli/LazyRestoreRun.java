@@ -33,7 +33,8 @@ final class LazyRestoreRun {
     private LazyRestoreRun() {
     }
 
-    static int run(Path file, SecretKey key, int touch, boolean json, Backing backing) throws Exception {
+    /** @param noGuest why no guest runs: the file holds memory alone, or there is no KVM */
+    static int run(Path file, SecretKey key, int touch, boolean json, Backing backing, String noGuest) throws Exception {
         if (touch < 0) {
             throw Failure.usage("--touch " + touch + ": a count is 0 or more");
         }
@@ -96,6 +97,8 @@ final class LazyRestoreRun {
                 LazyRestore.Stats stats = restore.stats();
                 out.put("file", file.toString());
                 out.put("backing", GuestOptions.name(backing));
+                out.put("guest", false);
+                out.put("guestReason", noGuest);
                 out.put("memoryBytes", size);
                 out.put("allocatedBytes", stats.pagesFetched() * GuestMemory.PAGE_SIZE);
                 out.put("lazy", restore.eagerReason().isEmpty());
@@ -128,6 +131,7 @@ final class LazyRestoreRun {
             if (out.containsKey("eagerReason")) {
                 System.out.println("restored eagerly: " + out.get("eagerReason"));
             }
+            System.out.println("memory only (" + noGuest + ")");
         }
         return 0;
     }

@@ -3,6 +3,7 @@ package dev.guestmemfd.cli;
 import dev.guestmemfd.Backing;
 import dev.guestmemfd.GuestMemory;
 import dev.guestmemfd.GuestMemoryException;
+import dev.guestmemfd.PageSource;
 import dev.guestmemfd.Snapshot;
 import dev.guestmemfd.kvm.Kvm;
 import dev.guestmemfd.kvm.Machine;
@@ -16,6 +17,7 @@ import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Locale;
 import java.util.Map;
+import java.util.Optional;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -24,11 +26,12 @@ import picocli.CommandLine.Parameters;
 @Command(name = "restore", mixinStandardHelpOptions = true, description = {
     "Load a guest saved by `gmem snapshot` and run it on: the file is checked as it is read (a",
     "cut, altered or wrong-key file is refused, EBADMSG, and nothing runs).",
-    "With --lazy: restore the file's memory lazily (no guest, no KVM needed) and time it next",
-    "to the eager restore of the same file: first access, full residency, on-demand fetches;",
-    "--backing hugetlb_2m restores it into huge pages, fetched a whole huge page at a time.",
-    "With --lazy and FILE `-`: restore lazily from standard input (a pipe), as it arrives; --key",
-    "is then needed."})
+    "With --lazy: restore lazily and time it next to the eager restore of the same file: first",
+    "access, full residency, on-demand fetches. Where KVM is present the saved guest runs at once",
+    "on memory still arriving (and is checked against the eager load); without KVM, or for a",
+    "file of memory alone, only the memory is restored. --backing hugetlb_2m restores into huge",
+    "pages, fetched a whole huge page at a time. With --lazy and FILE `-`: restore lazily from",
+    "standard input (a pipe), as it arrives; --key is then needed."})
 final class RestoreCommand implements Callable<Integer> {
     @Parameters(index = "0", defaultValue = "guest.gsnap", description = "The snapshot file, or `-` for standard input with"
             + " --lazy (default: ${DEFAULT-VALUE}).")
@@ -51,8 +54,9 @@ final class RestoreCommand implements Callable<Integer> {
             + "while the background pull runs (default: ${DEFAULT-VALUE}).")
     int touch;
 
-    @Option(names = "--backing", description = "With --lazy: the backing of the restored memory, memfd or hugetlb_2m/hugetlb_1g"
-            + " (default: memfd).")
+    @Option(names = "--backing", description = "With --lazy: the backing of the restored memory (of the saved guest's,"
+            + " for a guest), ${COMPLETION-CANDIDATES} (default: memfd; memfd and hugetlb are served lazily, the others"
+            + " restore eagerly and say why).")
     Backing backing;
 
     @Override
@@ -74,9 +78,20 @@ final class RestoreCommand implements Callable<Integer> {
         Path keyFile = key != null ? key : SnapshotKey.besides(file);
         var secret = SnapshotKey.read(keyFile);
         if (lazy) {
-            Backing target = backing != null ? backing : Backing.MEMFD;
-            GuestOptions.requireAvailable(target);
-            return LazyRestoreRun.run(file, secret, touch, json, target);
+            Optional<Machine.Config> saved;
+            try (PageSource probe = PageSource.open(file, secret, new Snapshot.ReplayGuard())) {
+                saved = Migration.describedMachine(probe);
+            } catch (GuestMemoryException e) {
+                throw new Failure(e.errno(), "snapshot file " + file + ": " + e.getMessage());
+            }
+            Optional<String> noKvm = Kvm.unavailableReason();
+            Backing into = backing != null ? backing : Backing.MEMFD;
+            GuestOptions.requireAvailable(into);
+            if (saved.isPresent() && noKvm.isEmpty()) {
+                return LazyMachineRun.run(file, secret, saved.get(), into, runMs, json);
+            }
+            return LazyRestoreRun.run(file, secret, touch, json, into, saved.isEmpty() ? "the file holds memory alone"
+                    : "a saved guest, but no KVM here: " + noKvm.get());
         }
         GuestOptions.requireKvm("restore (it runs the guest; `gmem snapshot verify " + file + "` checks the file without KVM)");
         Map<String, Object> out = new LinkedHashMap<>();

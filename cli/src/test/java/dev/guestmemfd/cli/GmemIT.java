@@ -839,6 +839,42 @@ class GmemIT {
         return r;
     }
 
+    /**
+     * Where KVM is present, restore --lazy of a saved guest runs it at once on memory still
+     * arriving: the same fields as for memory alone, its count carried on from the eager load's,
+     * its memory equal to the eager load's; without KVM the same file restores as memory alone.
+     */
+    @Test
+    void lazyRestoreOfASavedGuestRunsItAndChecksItsMemory(@TempDir Path dir) throws Exception {
+        assumeKvm("running a saved guest on lazily restored memory");
+        Path file = dir.resolve("guest.gsnap");
+        Result saved = gmem(null, "snapshot", file.toString(), "--json", "--memory", "32M", "--allocated", "50");
+        assertThat(saved.status()).as(saved.err()).isZero();
+        Result r = gmem(null, "restore", "--lazy", file.toString(), "--json", "--run-ms", "200");
+        assertThat(r.status()).as(r.err()).isZero();
+        Map<String, Object> v = json(r.out());
+        assertThat(v).containsKeys("firstAccessMs", "residentMs", "eagerMs", "faults", "faultP99Us");
+        assertThat(v).containsEntry("guest", true).containsEntry("backing", "memfd").containsEntry("lazy", true)
+                .containsEntry("guestContinued", true).containsEntry("pagesDiffering", 0L);
+        assertThat(v.get("firstTick")).as("the saved count plus one").isEqualTo((Long) json(saved.out()).get("lastTick") + 1);
+
+        Result text = gmem(null, "restore", "--lazy", file.toString(), "--run-ms", "100");
+        assertThat(text.status()).as(text.err()).isZero();
+        assertThat(text.out()).contains("the guest's first exit after", "its count came through");
+
+        Result memoryOnly = withoutKvm(null, "restore", "--lazy", file.toString(), "--json", "--touch", "5");
+        assertThat(memoryOnly.status()).as(memoryOnly.err()).isZero();
+        assertThat(json(memoryOnly.out())).containsEntry("guest", false);
+        assertThat((String) json(memoryOnly.out()).get("guestReason")).contains("no KVM");
+
+        byte[] flipped = Files.readAllBytes(file);
+        flipped[flipped.length / 2] ^= 1;
+        Path altered = dir.resolve("altered.gsnap");
+        Files.write(altered, flipped);
+        assertOneLineError(gmem(null, "restore", "--lazy", altered.toString(), "--key", dir.resolve("guest.gsnap.key").toString()),
+                "EBADMSG");
+    }
+
     @Test
     void badArgumentsGetUsageHelpAndErrorsOneLine() throws Exception {
         Result bad = gmem(null, "map", "--no-such-option");

@@ -95,6 +95,10 @@ public final class Machine implements AutoCloseable {
             return new Config(backing, bytes, vcpus, program, preallocate, hypercalls);
         }
 
+        public Config withBacking(Backing other) {
+            return new Config(other, memorySize, vcpus, program, preallocate, hypercalls);
+        }
+
         public Config withHypercalls(boolean on) {
             return new Config(backing, memorySize, vcpus, program, preallocate, on);
         }
@@ -105,6 +109,7 @@ public final class Machine implements AutoCloseable {
      *
      * @param id     the vCPU
      * @param how    {@code result} (port 0x511), {@code failed} (port 0x512), {@code halted},
+     *               {@code stopped} ({@link Running#stop}: stopped for good),
      *               {@code timeout}, or the name of the exit that stopped it
      * @param value  the result or failure code
      * @param exit   the last exit
@@ -134,6 +139,8 @@ public final class Machine implements AutoCloseable {
     private final LaunchDigest digest = new LaunchDigest();
     private final HostProtocol protocol;
     private volatile boolean stopping;
+    /** Why the guest was stopped for good ({@link Running#stop}), or null: it never runs again. */
+    private volatile String stoppedFor;
 
     private Machine(Kvm kvm, Config config) {
         this(kvm, config, false);
@@ -270,18 +277,69 @@ public final class Machine implements AutoCloseable {
      * copies memory.
      */
     public Running start() {
+        String why = stoppedFor;
+        if (why != null) {
+            throw new IllegalStateException("the guest was stopped for good: " + why);
+        }
         return new Running();
+    }
+
+    /** {@return why the guest was stopped for good, if it was} */
+    public java.util.Optional<String> stoppedFor() {
+        return java.util.Optional.ofNullable(stoppedFor);
     }
 
     /** A machine whose vCPUs are running. */
     public final class Running {
         private final VcpuOutcome[] outcomes = new VcpuOutcome[vcpus.size()];
         private final List<Thread> threads = new ArrayList<>();
+        private final java.util.concurrent.CountDownLatch firstExit = new java.util.concurrent.CountDownLatch(1);
+        private volatile long firstExitNanos = -1;
 
         private Running() {
             for (Vcpu vcpu : vcpus) {
                 threads.add(Thread.ofPlatform().name("vcpu-" + vcpu.id()).start(
-                        () -> outcomes[vcpu.id()] = runVcpu(vcpu)));
+                        () -> outcomes[vcpu.id()] = runVcpu(vcpu, this)));
+            }
+        }
+
+        /** Notes the first exit of any vCPU of this run: the guest's first completed step. */
+        private void exited(VmExit exit) {
+            if (firstExitNanos < 0 && !(exit instanceof VmExit.Interrupted)) {
+                synchronized (this) {
+                    if (firstExitNanos < 0) {
+                        firstExitNanos = System.nanoTime();
+                        firstExit.countDown();
+                    }
+                }
+            }
+        }
+
+        /**
+         * Waits for the first exit of any vCPU since this run started (not a kick): for a guest
+         * on lazily restored memory, its first access that completed.
+         *
+         * @return the {@link System#nanoTime()} of that exit, or -1 when {@code limit} passed first
+         */
+        public long awaitFirstExit(Duration limit) throws InterruptedException {
+            return firstExit.await(limit.toNanos(), java.util.concurrent.TimeUnit.NANOSECONDS) ? firstExitNanos : -1;
+        }
+
+        /**
+         * Stops the guest for good without waiting: every vCPU leaves {@code KVM_RUN} at once
+         * (kicked) or at its next entry, ends as {@code stopped}, and the machine never runs
+         * again ({@link #start} refuses). For a listener that runs on a thread the vCPUs may be
+         * waiting for (a lazy restore's fault server), so it joins nothing: {@link #pause} or
+         * {@link #await} collects the outcomes afterwards. Idempotent; the first reason stays.
+         */
+        public void stop(String why) {
+            synchronized (Machine.this) {
+                if (stoppedFor == null) {
+                    stoppedFor = why;
+                }
+            }
+            for (Vcpu v : vcpus) {
+                v.kick();
             }
         }
 
@@ -322,9 +380,17 @@ public final class Machine implements AutoCloseable {
         }
     }
 
-    private VcpuOutcome runVcpu(Vcpu vcpu) {
+    private VcpuOutcome runVcpu(Vcpu vcpu, Running running) {
         while (true) {
-            VcpuOutcome ended = protocol.serve(vcpu, vcpu.run(), stopping);
+            if (stoppedFor != null) {
+                return new VcpuOutcome(vcpu.id(), "stopped", 0, null);
+            }
+            VmExit exit = vcpu.run();
+            running.exited(exit);
+            if (stoppedFor != null && exit instanceof VmExit.Interrupted) {
+                return new VcpuOutcome(vcpu.id(), "stopped", 0, exit);
+            }
+            VcpuOutcome ended = protocol.serve(vcpu, exit, stopping);
             if (ended != null) {
                 return ended;
             }

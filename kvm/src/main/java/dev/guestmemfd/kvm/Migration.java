@@ -231,14 +231,61 @@ public final class Migration {
      *                                             {@code EALREADY} for one {@code replays} saw
      */
     public static Machine load(Kvm kvm, SecretKey key, InputStream in, Snapshot.ReplayGuard replays) throws IOException {
-        return load(kvm, key, in, replays, Snapshot.Framing.WHOLE_INPUT, built -> { });
+        return load(kvm, key, in, replays, null);
+    }
+
+    /**
+     * Loads a machine as {@link #load(Kvm, SecretKey, InputStream, Snapshot.ReplayGuard)} does,
+     * its memory in {@code backing} instead of the saved one when that is not null (the memory
+     * of a snapshot restores into any backing: to compare an eager load with a lazy one on the
+     * same backing).
+     */
+    public static Machine load(Kvm kvm, SecretKey key, InputStream in, Snapshot.ReplayGuard replays, Backing backing)
+            throws IOException {
+        return load(kvm, key, in, replays, Snapshot.Framing.WHOLE_INPUT, backing, built -> { });
+    }
+
+    /**
+     * Loads a machine lazily and runs it at once: built from the description {@code source}
+     * carries (a snapshot file: {@link dev.guestmemfd.PageSource#open}), with its memory and
+     * memslots but no pages; the vCPU state set; the vCPUs started before a page arrived.
+     * Each page comes when the guest first touches it, or from the background pull; if the
+     * restore fails the vCPUs stop for good (see {@link LazyMachineLoad}). Lazy on the memfd
+     * backing, eager (before the vCPUs start, the reason in {@link LazyMachineLoad#eagerReason()})
+     * on those userfaultfd does not serve.
+     *
+     * @param backing the backing of the new machine's memory, or null for the saved one
+     * @throws dev.guestmemfd.GuestMemoryException {@code EBADMSG} for a source that does not
+     *                                             describe a machine; {@code EINVAL} for a null
+     *                                             argument or a memory of another size than
+     *                                             described
+     */
+    public static LazyMachineLoad load(Kvm kvm, dev.guestmemfd.PageSource source, Backing backing) throws IOException {
+        return LazyMachineLoad.start(kvm, source, backing);
+    }
+
+    /**
+     * {@return the configuration of the machine {@code source} holds (its first owner state
+     * record is a machine's description), or empty for a stream of memory alone}
+     */
+    public static java.util.Optional<Machine.Config> describedMachine(dev.guestmemfd.PageSource source) {
+        return LazyMachineLoad.describedBy(source, null);
+    }
+
+    private static Machine load(Kvm kvm, SecretKey key, InputStream in, Snapshot.ReplayGuard replays,
+                                Snapshot.Framing framing, java.util.function.Consumer<Machine> built) throws IOException {
+        return load(kvm, key, in, replays, framing, null, built);
     }
 
     /** @param built told when the machine is built, before its memory is restored */
     private static Machine load(Kvm kvm, SecretKey key, InputStream in, Snapshot.ReplayGuard replays,
-                                Snapshot.Framing framing, java.util.function.Consumer<Machine> built) throws IOException {
+                                Snapshot.Framing framing, Backing backing, java.util.function.Consumer<Machine> built)
+            throws IOException {
         Snapshot.Reader reader = Snapshot.reader(key, in, replays, framing);
         Machine.Config config = MachineImage.config(reader.readState());
+        if (backing != null) {
+            config = config.withBacking(backing);
+        }
         if (config.memorySize() != reader.fileSize()) {
             throw new IOException("the machine's description says " + config.memorySize()
                     + " bytes of memory, its memory stream " + reader.fileSize());
