@@ -14,6 +14,7 @@ import static org.assertj.core.api.Assertions.catchThrowable;
 
 import dev.guestmemfd.linux.LinuxException;
 import dev.guestmemfd.linux.Userfaultfd;
+import dev.guestmemfd.testing.GatedPageSource;
 import dev.guestmemfd.testing.RequiresBacking;
 import java.io.IOException;
 import java.lang.foreign.Arena;
@@ -160,7 +161,7 @@ class LazyRestoreHugePageTest {
         try (GuestMemory target = target(backing, size); PageSource inner = PageSource.open(image.file(), key, new Snapshot.ReplayGuard())) {
             Binding owner = target.bind(new Owner() { }, 0, size);
             long withBytes = pagesWithBytes(inner);
-            LazyRestoreTest.GatedSource source = new LazyRestoreTest.GatedSource(inner);
+            GatedPageSource source = new GatedPageSource(inner);
             try (LazyRestore restore = start(backing, owner, source)) {
                 assertThat(restore.eagerReason()).isEmpty();
                 // The layout is there at once, at 4 KiB, inside huge pages, before any byte arrived.
@@ -172,7 +173,7 @@ class LazyRestoreHugePageTest {
                 // A huge page of holes is answered with zeros while the source is still shut.
                 assertThat(nativeRead(owner.pages().asSlice(2 * HUGE + 100 * PAGE, PAGE))).containsOnly(0);
                 assertThat(restore.stats().zeroFaults()).isPositive();
-                source.gate.countDown();
+                source.open();
                 try (HostMapping host = target.map(0, size)) {
                     for (int p = 0; p < 3 * PER_HUGE; p++) {
                         if (image.privatePages().get(p)) {
@@ -277,7 +278,7 @@ class LazyRestoreHugePageTest {
         try (GuestMemory target = target(backing, pages * PAGE);
              PageSource inner = PageSource.open(file, key, new Snapshot.ReplayGuard())) {
             Binding owner = target.bind(new Owner() { }, 0, pages * PAGE);
-            LazyRestoreTest.GatedSource source = new LazyRestoreTest.GatedSource(inner);
+            GatedPageSource source = new GatedPageSource(inner);
             try (LazyRestore restore = start(backing, owner, source);
                  HostMapping host = target.map(0, pages * PAGE)) {
                 int nativePage = PER_HUGE + 100;  // private: the owner's view reaches it all the same
@@ -285,12 +286,12 @@ class LazyRestoreHugePageTest {
                 CompletableFuture<byte[]> guest = CompletableFuture.supplyAsync(
                         () -> nativeRead(owner.pages().asSlice(nativePage * PAGE, PAGE)));
                 CompletableFuture<byte[]> hostRead = CompletableFuture.supplyAsync(() -> host.read(hostPage * PAGE, (int) PAGE));
-                while (source.reads.get() < 2) {
+                while (source.reads() < 2) {
                     Thread.sleep(1);  // the fault's (or the host's) fetch and the pull wait on the source
                 }
                 assertThat(guest).isNotDone();
                 assertThat(hostRead).isNotDone();
-                source.gate.countDown();
+                source.open();
                 assertThat(guest.get(60, TimeUnit.SECONDS)).containsOnly((byte) (nativePage + 1));
                 assertThat(hostRead.get(60, TimeUnit.SECONDS)).containsOnly((byte) (hostPage + 1));
                 assertThat(restore.await(WAIT)).isTrue();
@@ -311,7 +312,7 @@ class LazyRestoreHugePageTest {
         try (GuestMemory target = target(backing, pages * PAGE);
              PageSource inner = PageSource.open(file, key, new Snapshot.ReplayGuard())) {
             Binding owner = target.bind(new Owner() { }, 0, pages * PAGE);
-            LazyRestoreTest.GatedSource source = new LazyRestoreTest.GatedSource(inner);
+            GatedPageSource source = new GatedPageSource(inner);
             try (LazyRestore restore = start(backing, owner, source);
                  HostMapping host = target.map(0, pages * PAGE)) {
                 List<Throwable> heard = new CopyOnWriteArrayList<>();
@@ -326,7 +327,7 @@ class LazyRestoreHugePageTest {
                         return e;
                     }
                 });
-                source.gate.countDown();
+                source.open();
                 assertErrno(catchThrowable(() -> host.read((2 * PER_HUGE - 2) * PAGE, (int) PAGE)), Errno.EBADMSG, Errno.EIO);
                 // the native reader of a lost huge page fails (poisoned) instead of waiting
                 assertThat(nativeSide.get(60, TimeUnit.SECONDS)).isInstanceOfSatisfying(LinuxException.class,
@@ -355,7 +356,7 @@ class LazyRestoreHugePageTest {
         try (GuestMemory target = target(backing, pages * PAGE);
              PageSource inner = PageSource.open(file, key, new Snapshot.ReplayGuard())) {
             Binding owner = target.bind(new Owner() { }, 0, pages * PAGE);
-            LazyRestoreTest.GatedSource source = new LazyRestoreTest.GatedSource(inner);
+            GatedPageSource source = new GatedPageSource(inner);
             try (LazyRestore restore = start(backing, owner, source);
                  HostMapping host = target.map(0, pages * PAGE)) {
                 int[] faulted = {1, 300, PER_HUGE + 3, PER_HUGE + 511};
@@ -364,14 +365,14 @@ class LazyRestoreHugePageTest {
                     faulting.add(CompletableFuture.supplyAsync(() -> nativeRead(owner.pages().asSlice(p * PAGE, PAGE))));
                 }
                 CompletableFuture<byte[]> hostReader = CompletableFuture.supplyAsync(() -> host.read((PER_HUGE + 5) * PAGE, (int) PAGE));
-                while (source.reads.get() == 0) {
+                while (source.reads() == 0) {
                     Thread.sleep(1);
                 }
                 for (int i = 0; i < 20; i++) {
                     System.gc();
                 }
                 assertThat(faulting).allMatch(f -> !f.isDone());
-                source.gate.countDown();
+                source.open();
                 for (int i = 0; i < faulted.length; i++) {
                     assertThat(faulting.get(i).get(60, TimeUnit.SECONDS)).containsOnly((byte) (faulted[i] + 1));
                 }
