@@ -430,6 +430,37 @@ class LazyRestoreHugePageTest {
         }
     }
 
+    static Stream<Backing> unregistrable() {
+        return Stream.of(Backing.SECRET, Backing.KERNEL);
+    }
+
+    /**
+     * Where userfaultfd refuses the mapping the restore is eager; with a huge fetch unit it
+     * assembles each huge page whole and copies it in (the path a hugetlb file takes where
+     * userfaultfd is not offered): every byte lands, private pages stay private.
+     */
+    @ParameterizedTest
+    @MethodSource("unregistrable")
+    @RequiresBacking
+    void anEagerRestoreByHugePagesAssemblesEachWhole(Backing backing) throws Exception {
+        SecretKey key = key();
+        Image image = mixed(dir, key);
+        long size = 3 * HUGE;
+        try (GuestMemory target = target(backing, size); PageSource source = PageSource.open(image.file(), key, new Snapshot.ReplayGuard())) {
+            Binding owner = target.bind(new Owner() { }, 0, size);
+            long withBytes = pagesWithBytes(source);
+            try (LazyRestore restore = LazyRestore.start(List.of(owner), source, s -> { }, HUGE)) {
+                assertThat(restore.eagerReason()).isPresent();
+                assertThat(restore.isComplete()).isTrue();
+                assertThat(restore.stats().pagesFetched()).isEqualTo(withBytes);
+                assertThat(bytes(owner.pages())).isEqualTo(image.bytes());
+                assertThat(target.attribute(3 * PAGE)).isEqualTo(Attribute.PRIVATE);
+                assertThat(target.attribute(545 * PAGE)).isEqualTo(Attribute.PRIVATE);
+                assertThat(target.attribute(600 * PAGE)).isEqualTo(Attribute.SHARED);
+            }
+        }
+    }
+
     /** A fetch unit that is no power of two, below the file's block, or does not divide the file is refused, nothing changed. */
     @Test
     void aFetchUnitThatDoesNotDivideTheFileIsRefused() throws Exception {
