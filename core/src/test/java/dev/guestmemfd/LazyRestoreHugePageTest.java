@@ -175,6 +175,9 @@ class LazyRestoreHugePageTest {
                 assertThat(restore.stats().zeroFaults()).isPositive();
                 source.open();
                 try (HostMapping host = target.map(0, size)) {
+                    // one read across the edge of huge pages 0 and 1 brings both
+                    assertThat(host.read(500 * PAGE, (int) (32 * PAGE))).isEqualTo(
+                            Arrays.copyOfRange(image.bytes(), (int) (500 * PAGE), (int) (532 * PAGE)));
                     for (int p = 0; p < 3 * PER_HUGE; p++) {
                         if (image.privatePages().get(p)) {
                             if (p % 5 == 0) {  // refused, whether or not its huge page came yet
@@ -301,6 +304,47 @@ class LazyRestoreHugePageTest {
         }
     }
 
+    /**
+     * A punch and a conversion of single 4 KiB pages inside huge pages not fetched yet bring
+     * their huge page in first, then act on those pages only: the punched page reads zero, its
+     * neighbours keep their bytes, the converted page keeps its bytes and leaves the host's
+     * reach, and the restore still completes with every page fetched once.
+     */
+    @ParameterizedTest
+    @MethodSource("backings")
+    @RequiresBacking
+    void aPunchAndAConversionInsideHugePagesNotYetFetchedBringThemFirst(Backing backing) throws Exception {
+        SecretKey key = key();
+        int pages = 3 * PER_HUGE;
+        Path file = numbered(dir, key, pages);
+        try (GuestMemory target = target(backing, pages * PAGE);
+             PageSource inner = PageSource.open(file, key, new Snapshot.ReplayGuard())) {
+            Binding owner = target.bind(new Owner() { }, 0, pages * PAGE);
+            LazyRestoreTest.GatedSource source = new LazyRestoreTest.GatedSource(inner);
+            try (LazyRestore restore = start(backing, owner, source);
+                 HostMapping host = target.map(0, pages * PAGE)) {
+                int punched = 2 * PER_HUGE + 10;  // the last huge page: the pull reaches it last
+                int converted = PER_HUGE + 11;    // page 523: shared in the snapshot
+                CompletableFuture<Void> punch = CompletableFuture.runAsync(() -> target.punchHole(punched * PAGE, PAGE));
+                CompletableFuture<Void> convert = CompletableFuture.runAsync(
+                        () -> target.convert(converted * PAGE, PAGE, Attribute.PRIVATE, Content.PRESERVE));
+                source.gate.countDown();
+                punch.get(60, TimeUnit.SECONDS);
+                convert.get(60, TimeUnit.SECONDS);
+                assertThat(host.read(punched * PAGE, (int) PAGE)).containsOnly(0);
+                assertThat(host.read((punched + 2) * PAGE, (int) PAGE)).containsOnly((byte) (punched + 3));  // +1 is private
+                assertThat(host.read((punched - 1) * PAGE, (int) PAGE)).containsOnly((byte) punched);
+                assertThat(nativeRead(owner.pages().asSlice(punched * PAGE, PAGE))).containsOnly(0);
+                assertThatThrownBy(() -> host.read(converted * PAGE, (int) PAGE)).isInstanceOfSatisfying(HostAccessFault.class,
+                        e -> assertThat(e.errno()).isEqualTo(Errno.EFAULT));
+                assertThat(nativeRead(owner.pages().asSlice(converted * PAGE, PAGE))).containsOnly((byte) (converted + 1));
+                assertThat(restore.await(WAIT)).isTrue();
+                assertThat(restore.stats().pagesFetched()).isEqualTo(pages);
+                assertThat(bytes(owner.pages().asSlice(punched * PAGE, PAGE))).containsOnly(0);
+            }
+        }
+    }
+
     /** The file is cut after its index was read: the threads that need a lost huge page get an error, none hangs. */
     @ParameterizedTest
     @MethodSource("backings")
@@ -383,6 +427,37 @@ class LazyRestoreHugePageTest {
                 assertThat(restore.await(WAIT)).isTrue();
                 LazyRestore.Stats stats = restore.stats();
                 assertThat(stats.faults() + stats.hostFetches() + stats.pulled()).isEqualTo(2);  // each huge page once
+            }
+        }
+    }
+
+    static Stream<Backing> unregistrable() {
+        return Stream.of(Backing.SECRET, Backing.KERNEL);
+    }
+
+    /**
+     * Where userfaultfd refuses the mapping the restore is eager; with a huge fetch unit it
+     * assembles each huge page whole and copies it in (the path a hugetlb file takes where
+     * userfaultfd is not offered): every byte lands, private pages stay private.
+     */
+    @ParameterizedTest
+    @MethodSource("unregistrable")
+    @RequiresBacking
+    void anEagerRestoreByHugePagesAssemblesEachWhole(Backing backing) throws Exception {
+        SecretKey key = key();
+        Image image = mixed(dir, key);
+        long size = 3 * HUGE;
+        try (GuestMemory target = target(backing, size); PageSource source = PageSource.open(image.file(), key, new Snapshot.ReplayGuard())) {
+            Binding owner = target.bind(new Owner() { }, 0, size);
+            long withBytes = pagesWithBytes(source);
+            try (LazyRestore restore = LazyRestore.start(List.of(owner), source, s -> { }, HUGE)) {
+                assertThat(restore.eagerReason()).isPresent();
+                assertThat(restore.isComplete()).isTrue();
+                assertThat(restore.stats().pagesFetched()).isEqualTo(withBytes);
+                assertThat(bytes(owner.pages())).isEqualTo(image.bytes());
+                assertThat(target.attribute(3 * PAGE)).isEqualTo(Attribute.PRIVATE);
+                assertThat(target.attribute(545 * PAGE)).isEqualTo(Attribute.PRIVATE);
+                assertThat(target.attribute(600 * PAGE)).isEqualTo(Attribute.SHARED);
             }
         }
     }
