@@ -320,7 +320,7 @@ class LazyRestoreHugePageTest {
         try (GuestMemory target = target(backing, pages * PAGE);
              PageSource inner = PageSource.open(file, key, new Snapshot.ReplayGuard())) {
             Binding owner = target.bind(new Owner() { }, 0, pages * PAGE);
-            LazyRestoreTest.GatedSource source = new LazyRestoreTest.GatedSource(inner);
+            GatedPageSource source = new GatedPageSource(inner);
             try (LazyRestore restore = start(backing, owner, source);
                  HostMapping host = target.map(0, pages * PAGE)) {
                 int punched = 2 * PER_HUGE + 10;  // the last huge page: the pull reaches it last
@@ -328,7 +328,7 @@ class LazyRestoreHugePageTest {
                 CompletableFuture<Void> punch = CompletableFuture.runAsync(() -> target.punchHole(punched * PAGE, PAGE));
                 CompletableFuture<Void> convert = CompletableFuture.runAsync(
                         () -> target.convert(converted * PAGE, PAGE, Attribute.PRIVATE, Content.PRESERVE));
-                source.gate.countDown();
+                source.open();
                 punch.get(60, TimeUnit.SECONDS);
                 convert.get(60, TimeUnit.SECONDS);
                 assertThat(host.read(punched * PAGE, (int) PAGE)).containsOnly(0);
