@@ -197,6 +197,7 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
         json.put("transparentHugePages", Map.of("anonymous", thpAnonymous, "shmem", thpShmem));
         json.put("hugetlbPages", hugePages);
         json.put("hugetlbPools", hugetlbPools());
+        json.put("numaNodes", numaNodes());
         json.put("backing", name(preferredBacking()));
         json.put("backingReason", backingReason());
         json.put("conversionPath", conversionPath());
@@ -219,6 +220,20 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
             pools.add(one);
         }
         return pools;
+    }
+
+    /** {@return each NUMA node of this host, as read now: number, CPUs, memory, free memory} */
+    private static List<Object> numaNodes() {
+        List<Object> nodes = new ArrayList<>();
+        for (NumaNode n : NumaNode.read(NumaNode.SYSFS)) {
+            Map<String, Object> one = new LinkedHashMap<>();
+            one.put("node", (long) n.node());
+            one.put("cpus", n.cpus());
+            one.put("memoryBytes", n.memoryBytes());
+            one.put("freeBytes", n.freeBytes());
+            nodes.add(one);
+        }
+        return nodes;
     }
 
     String toText() {
@@ -244,6 +259,15 @@ record HostInfo(String kernel, boolean kvm, Capabilities capabilities, String kv
         for (HugePagePool pool : HugePagePool.all()) {
             out.append(String.format(Locale.ROOT, "hugetlb pool %-6s %d pages, %d free, %d reserved, %d surplus%n",
                     MemoryMapView.human(pool.pageSize()), pool.total(), pool.free(), pool.reserved(), pool.surplus()));
+        }
+        List<NumaNode> nodes = NumaNode.read(NumaNode.SYSFS);
+        if (nodes.isEmpty()) {
+            out.append("NUMA nodes          none listed (").append(NumaNode.SYSFS).append(" is absent)\n");
+        }
+        for (NumaNode n : nodes) {
+            out.append(String.format(Locale.ROOT, "NUMA node %-9d CPUs %s, %s of memory, %s free%s%n", n.node(),
+                    n.cpus().isEmpty() ? "none" : n.cpus(), NumaNode.approx(n.memoryBytes()),
+                    NumaNode.approx(n.freeBytes()), n.hasMemory() ? "" : " (no memory: no policy can name it)"));
         }
         out.append('\n');
         out.append("backing             ").append(backingReason()).append('\n');

@@ -24,7 +24,8 @@ import picocli.CommandLine.Parameters;
 
 @Command(name = "verify", mixinStandardHelpOptions = true, description = {
     "Check a snapshot file's integrity (every record, every sealed page, the sealed digest at the end)",
-    "and say what it holds: the machine, its pages shared and private, holes, bytes and rounds.",
+    "and say what it holds: the machine, its pages shared and private, holes, poisoned pages, bytes",
+    "and rounds.",
     "Runs nothing and needs no /dev/kvm."})
 final class SnapshotVerifyCommand implements Callable<Integer> {
     @Parameters(index = "0", paramLabel = "FILE", description = "The snapshot file.")
@@ -69,6 +70,7 @@ final class SnapshotVerifyCommand implements Callable<Integer> {
         pages.put("sharedHoles", contents.sharedHoles());
         pages.put("privateHoles", contents.privateHoles());
         pages.put("unrecorded", contents.unrecordedPages());
+        pages.put("poisoned", contents.poisonedPages());
         out.put("pages", pages);
         Map<String, Object> bytes = new LinkedHashMap<>();
         bytes.put("shared", contents.sharedBytes());
@@ -94,6 +96,12 @@ final class SnapshotVerifyCommand implements Callable<Integer> {
                     contents.unrecordedPages() == 0 ? "" : "; " + contents.unrecordedPages() + " not recorded");
             System.out.printf(Locale.ROOT, "bytes         %,d of shared pages in the clear, %,d of private pages sealed, %,d of owner state (%d records); %,d in the file%n",
                     contents.sharedBytes(), contents.privateBytes(), contents.stateBytes(), contents.states(), fileBytes);
+            if (contents.poisonedPages() > 0) {
+                System.out.printf(Locale.ROOT, "poisoned      %,d page%s failed at the source (a memory failure): no bytes of %s travel,"
+                        + " and a restore marks %s poisoned again%n", contents.poisonedPages(),
+                        contents.poisonedPages() == 1 ? "" : "s", contents.poisonedPages() == 1 ? "it" : "them",
+                        contents.poisonedPages() == 1 ? "it" : "them");
+            }
             System.out.printf(Locale.ROOT, "rounds        %d (%,d records)%n", contents.rounds(), contents.records());
         }
         return 0;

@@ -84,6 +84,7 @@ class GmemIT {
     }
 
     @Test
+    @SuppressWarnings("unchecked")
     void infoDescribesThisHost() throws Exception {
         Result r = gmem(null, "info", "--json");
         assertThat(r.status()).as(r.err()).isZero();
@@ -107,8 +108,20 @@ class GmemIT {
         if (!kvm()) {
             assertThat(kvm.get("reason")).isEqualTo(Kvm.unavailableReason().orElseThrow());
         }
+        // The NUMA nodes as sysfs lists them: each with its CPUs and memory, one at least with memory.
+        @SuppressWarnings("unchecked")
+        List<Object> nodes = (List<Object>) info.get("numaNodes");
+        assertThat(nodes).hasSameSizeAs(NumaNode.read(NumaNode.SYSFS));
+        if (java.nio.file.Files.isDirectory(NumaNode.SYSFS)) {
+            assertThat(nodes).isNotEmpty().allSatisfy(n -> assertThat((Map<String, Object>) n)
+                    .containsKeys("node", "cpus", "memoryBytes", "freeBytes"));
+            assertThat(nodes).anySatisfy(n -> assertThat((Long) ((Map<String, Object>) n).get("memoryBytes")).isPositive());
+        }
         Result text = gmem(null, "info");
         assertThat(text.out()).contains("kernel", "backing", "private pages", "backing memfd       yes");
+        if (java.nio.file.Files.isDirectory(NumaNode.SYSFS)) {
+            assertThat(text.out()).contains("NUMA node 0 ");
+        }
     }
 
     /** Runs on every host: without KVM, info says why and what still works, and lists each backing. */
@@ -733,7 +746,19 @@ class GmemIT {
 
         Result text = withoutKvm(null, "snapshot", "verify", file.toString());
         assertThat(text.status()).isZero();
-        assertThat(text.out()).contains("a whole snapshot", "the counter guest", "3 shared and 2 private hold memory", "rounds        1");
+        assertThat(text.out()).contains("a whole snapshot", "the counter guest", "3 shared and 2 private hold memory", "rounds        1")
+                .doesNotContain("poisoned ");
+        assertThat(pages).containsEntry("poisoned", 0L);
+
+        // A page that failed at the source travels as a mark: verify counts it, among the holes too.
+        Path failed = dir.resolve("failed.gsnap");
+        Files.write(failed, SnapshotStreams.counterGuest(new javax.crypto.spec.SecretKeySpec(keyBytes, "AES"), true));
+        Result withFailure = withoutKvm(null, "snapshot", "verify", failed.toString(), "--key", key.toString(), "--json");
+        assertThat(withFailure.status()).as(withFailure.err()).isZero();
+        assertThat((Map<String, Object>) json(withFailure.out()).get("pages")).containsEntry("poisoned", 1L)
+                .containsEntry("shared", 2L).containsEntry("sharedHoles", SnapshotStreams.MEMORY / 4096 - 5);
+        Result failedText = withoutKvm(null, "snapshot", "verify", failed.toString(), "--key", key.toString());
+        assertThat(failedText.out()).contains("poisoned      1 page failed at the source");
 
         byte[] good = Files.readAllBytes(file);
         byte[] flipped = good.clone();

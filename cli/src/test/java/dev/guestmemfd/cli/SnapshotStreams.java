@@ -32,6 +32,14 @@ final class SnapshotStreams {
      * shared with {@link #SHARED_BYTE}, 16-17 private, 40 a private hole, the rest shared holes}
      */
     static byte[] counterGuest(SecretKey key) throws IOException {
+        return counterGuest(key, false);
+    }
+
+    /**
+     * {@return the stream of {@link #counterGuest(SecretKey)}, with shared page 6 reported
+     * failed before the snapshot when {@code failedPage}: it travels as a poisoned mark}
+     */
+    static byte[] counterGuest(SecretKey key, boolean failedPage) throws IOException {
         ByteArrayOutputStream out = new ByteArrayOutputStream();
         long page = GuestMemory.PAGE_SIZE;
         try (GuestMemory m = GuestMemory.create(MEMORY, Flag.MMAP.bit() | Flag.INIT_SHARED.bit(), Backing.MEMFD)) {
@@ -44,6 +52,9 @@ final class SnapshotStreams {
             m.convert(16 * page, 2 * page, Attribute.PRIVATE, Content.UNSPECIFIED);
             owner.pages().asSlice(16 * page, 2 * page).fill((byte) 0x5e);
             m.convert(40 * page, page, Attribute.PRIVATE, Content.UNSPECIFIED);
+            if (failedPage) {
+                m.reportMemoryFailure(6 * page);
+            }
             Snapshot.Writer writer = Snapshot.writer(List.of(owner), key, out);
             writer.writeState(description());
             writer.writeAll();
