@@ -507,7 +507,11 @@ class LazyStreamRestoreTest {
             try (LazyRestore restore = LazyRestore.start(List.of(owner), source, s -> { });
                  HostMapping host = target.map(0, PAGES * PAGE)) {
                 List<Throwable> heard = new java.util.concurrent.CopyOnWriteArrayList<>();
-                restore.onFailure(heard::add);
+                CountDownLatch told = new CountDownLatch(1);
+                restore.onFailure(t -> {
+                    heard.add(t);
+                    told.countDown();
+                });
                 CompletableFuture<Object> nativeSide = CompletableFuture.supplyAsync(() -> {
                     try {
                         return nativeRead(owner.pages().asSlice((PAGES - 1) * PAGE, PAGE));
@@ -519,6 +523,8 @@ class LazyStreamRestoreTest {
                 assertThat(errnoOf(hostFailure)).isEqualTo(expected);
                 assertThat(nativeSide.get(60, TimeUnit.SECONDS)).isInstanceOf(LinuxException.class);
                 assertThat(errnoOf(catchThrowable(() -> restore.await(WAIT)))).isEqualTo(expected);
+                // listeners run after the failure is visible to waiters: wait for them (bounded)
+                assertThat(told.await(60, TimeUnit.SECONDS)).isTrue();
                 assertThat(heard).hasSize(1);
                 // pages that arrived before the break were checked and stay; the file refuses access now
                 assertThat(errnoOf(catchThrowable(() -> host.read(0, (int) PAGE)))).isEqualTo(expected);
