@@ -14,9 +14,13 @@ import javax.crypto.SecretKey;
 /**
  * Snapshot and restore of a guest memory file through its owner, as a migration agent
  * (SEV-SNP's) or migration TD (TDX's) would: only allocated pages travel, holes stay holes,
- * shared pages travel as they are, private pages travel sealed with AES-GCM under a key the
- * two owners agree on, and so does the owner's own state (a VM's vCPU registers). The stream
- * is versioned and authenticated end to end, and ends at its sealed digest.
+ * shared pages travel in the clear with a tag of their own, private pages travel sealed with
+ * AES-GCM under a key the two owners agree on, and so does the owner's own state (a VM's vCPU
+ * registers). Every record with bytes is checked alone, in its place; the stream is versioned
+ * and authenticated end to end, and ends at its sealed digest. A one-pass snapshot
+ * ({@link #write}) starts with the final layout of the file, so it can be restored lazily as it
+ * arrives ({@link PageSource#open(java.io.InputStream, javax.crypto.SecretKey, ReplayGuard,
+ * java.time.Duration)}).
  *
  * <p>A stream is a sequence of records applied in order, a later record of a page replacing an
  * earlier one: a snapshot sends each page once ({@link Writer#writeAll()}); a pre-copy
@@ -33,7 +37,7 @@ import javax.crypto.SecretKey;
  * A {@link Writer} or {@link Reader} is used by one thread; a {@link ReplayGuard} is thread safe.
  */
 public final class Snapshot {
-    /** The format version written, and the only one read. */
+    /** The format version written; versions 2 and up to this one are read. */
     public static final int VERSION = SnapshotFormat.VERSION;
     /** Bytes of one page record at most. */
     static final int CHUNK = SnapshotFormat.CHUNK;

@@ -49,7 +49,7 @@ import javax.crypto.spec.GCMParameterSpec;
 final class SnapshotFormat {
     static final byte[] MAGIC = "GMEMSNAP".getBytes(StandardCharsets.US_ASCII);
     static final int VERSION = 4;
-    /** The oldest version this library reads: version 3 only added {@link #POISONED}. */
+    /** The oldest version this library reads: version 3 only added {@link #POISONED}, version 4 the tags and {@link #LAYOUT}. */
     static final int OLDEST_VERSION = 2;
     static final int END = 0;
     static final int SHARED = 1;

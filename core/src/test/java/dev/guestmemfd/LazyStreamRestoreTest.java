@@ -507,7 +507,11 @@ class LazyStreamRestoreTest {
             try (LazyRestore restore = LazyRestore.start(List.of(owner), source, s -> { });
                  HostMapping host = target.map(0, PAGES * PAGE)) {
                 List<Throwable> heard = new java.util.concurrent.CopyOnWriteArrayList<>();
-                restore.onFailure(heard::add);
+                CountDownLatch told = new CountDownLatch(1);
+                restore.onFailure(t -> {
+                    heard.add(t);
+                    told.countDown();
+                });
                 CompletableFuture<Object> nativeSide = CompletableFuture.supplyAsync(() -> {
                     try {
                         return nativeRead(owner.pages().asSlice((PAGES - 1) * PAGE, PAGE));
@@ -519,6 +523,8 @@ class LazyStreamRestoreTest {
                 assertThat(errnoOf(hostFailure)).isEqualTo(expected);
                 assertThat(nativeSide.get(60, TimeUnit.SECONDS)).isInstanceOf(LinuxException.class);
                 assertThat(errnoOf(catchThrowable(() -> restore.await(WAIT)))).isEqualTo(expected);
+                // listeners run after the failure is visible to waiters: wait for them (bounded)
+                assertThat(told.await(60, TimeUnit.SECONDS)).isTrue();
                 assertThat(heard).hasSize(1);
                 // pages that arrived before the break were checked and stay; the file refuses access now
                 assertThat(errnoOf(catchThrowable(() -> host.read(0, (int) PAGE)))).isEqualTo(expected);
@@ -562,6 +568,77 @@ class LazyStreamRestoreTest {
             PageSource source = PageSource.open(new ByteArrayInputStream(longer), key, new Snapshot.ReplayGuard(), STALL);
             try (LazyRestore restore = LazyRestore.start(List.of(owner), source, s -> { })) {
                 assertThat(errnoOf(catchThrowable(() -> restore.await(WAIT)))).isEqualTo(Errno.EBADMSG);
+            }
+        }
+    }
+
+    /**
+     * The hostile kit, lazily from a stream: every byte outside page bodies of a one-pass
+     * stream, and a seeded sample inside them, flipped; a sample of cuts. Each attempt is
+     * refused: at open, at start (a flipped file size names another file: {@code EINVAL}, or
+     * one past 8 TiB: {@code EFBIG}), or by the restore, which never completes.
+     */
+    @Test
+    void everyFlippedOrCutStreamIsRefusedLazily() throws Exception {
+        SecretKey key = key();
+        byte[] stream = onePass(key);
+        long seed = Long.getLong("gmem.kit.seed", System.nanoTime());
+        System.out.println("LazyStreamRestoreTest kit seed " + seed + " (-Dgmem.kit.seed=" + seed + " replays it)");
+        java.util.Random random = new java.util.Random(seed);
+        java.util.BitSet positions = new java.util.BitSet();
+        positions.set(0, stream.length);
+        List<int[]> bodies = new java.util.ArrayList<>();
+        for (SnapshotMutationTest.Record r : SnapshotMutationTest.parse(stream)) {
+            if (SnapshotFormat.carriesPages(r.kind())) {
+                positions.clear(r.body(), r.end() - SnapshotFormat.TAG_BYTES);
+                bodies.add(new int[] {r.body(), r.end() - SnapshotFormat.TAG_BYTES});
+            }
+        }
+        for (int i = 0; i < 64; i++) {
+            int[] body = bodies.get(random.nextInt(bodies.size()));
+            positions.set(body[0] + random.nextInt(body[1] - body[0]));
+        }
+        int fileSizeField = SnapshotFormat.MAGIC.length + 4;
+        int attempts = 0;
+        for (int i = positions.nextSetBit(0); i >= 0; i = positions.nextSetBit(i + 1)) {
+            byte[] altered = stream.clone();
+            int mask = 1 << random.nextInt(8);
+            altered[i] ^= (byte) mask;
+            boolean namesAnotherFile = i >= fileSizeField && i < fileSizeField + 8;
+            refusedLazily("byte " + i + " ^ " + mask, altered, key, namesAnotherFile);
+            attempts++;
+        }
+        for (int cut = 0; cut < stream.length; cut += 1 + random.nextInt(2048)) {
+            refusedLazily("cut at " + cut, Arrays.copyOf(stream, cut), key, false);
+            attempts++;
+        }
+        System.out.println("LazyStreamRestoreTest kit: " + attempts + " attempts refused over a " + stream.length
+                + "-byte stream");
+    }
+
+    private static void refusedLazily(String what, byte[] stream, SecretKey key, boolean mayNameAnotherFile) throws Exception {
+        PageSource source;
+        try {
+            source = PageSource.open(new ByteArrayInputStream(stream), key, new Snapshot.ReplayGuard(), STALL);
+        } catch (GuestMemoryException e) {
+            // a file size past 8 TiB is refused as too big to index
+            assertThat(e.errno()).as(what).isIn(mayNameAnotherFile ? List.of(Errno.EFBIG, Errno.EBADMSG) : List.of(Errno.EBADMSG));
+            return;
+        }
+        try (GuestMemory target = target(PAGES)) {
+            Binding owner = target.bind(new Owner() { }, 0, PAGES * PAGE);
+            LazyRestore restore;
+            try {
+                restore = LazyRestore.start(List.of(owner), source, s -> { });
+            } catch (GuestMemoryException e) {
+                source.close();
+                assertThat(e.errno()).as(what).isIn(mayNameAnotherFile ? List.of(Errno.EINVAL, Errno.EBADMSG) : List.of(Errno.EBADMSG));
+                return;
+            }
+            try (restore) {
+                Throwable t = catchThrowable(() -> restore.await(WAIT));
+                assertThat(t).as(what + ": the restore completed").isNotNull();
+                assertThat(errnoOf(t)).as(what).isEqualTo(Errno.EBADMSG);
             }
         }
     }
