@@ -105,10 +105,7 @@ public final class LazyMachineLoad implements AutoCloseable {
             } catch (java.io.UncheckedIOException | KvmException e) {
                 throw new GuestMemoryException(Errno.EBADMSG, op, "the vCPU state does not read: " + e.getMessage(), -1);
             }
-            Machine.Running running = machine.start();
-            // Registered after the start: a failure before it runs the listener at once.
-            restore.onFailure(cause -> running.stop("its lazy restore failed: " + cause.getMessage()));
-            return new LazyMachineLoad(machine, restore, running, started);
+            return resume(machine, restore, started);
         } catch (IOException | RuntimeException e) {
             if (restore != null) {
                 restore.close();  // closes the source too
@@ -120,6 +117,17 @@ public final class LazyMachineLoad implements AutoCloseable {
             }
             throw e;
         }
+    }
+
+    /**
+     * Starts the vCPUs of {@code machine}, whose memory {@code restore} is bringing in and whose
+     * vCPU state is set, and stops them for good if the restore fails.
+     */
+    static LazyMachineLoad resume(Machine machine, LazyRestore restore, long started) {
+        Machine.Running running = machine.start();
+        // Registered after the start: a failure before it runs the listener at once.
+        restore.onFailure(cause -> running.stop("its lazy restore failed: " + cause.getMessage()));
+        return new LazyMachineLoad(machine, restore, running, started);
     }
 
     private static void closeQuietly(PageSource source) {
