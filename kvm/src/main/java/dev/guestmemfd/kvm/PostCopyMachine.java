@@ -155,7 +155,7 @@ final class PostCopyMachine {
                 built.set(machine);
                 return new PostCopy.Target(Migration.owners(machine), List.of(new VcpuState(machine, kind(config))));
             }, TIMEOUT);
-            return LazyMachineLoad.resume(built.get(), arrival.restore(), start);
+            return LazyMachineLoad.resume(built.get(), arrival.restore(), start, arrival.pausedAtNanos());
         } catch (IOException | RuntimeException e) {
             Machine machine = built.get();
             if (machine != null) {
