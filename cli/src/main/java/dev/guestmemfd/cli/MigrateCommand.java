@@ -92,8 +92,9 @@ final class MigrateCommand implements Callable<Integer> {
     long writeRate;
 
     @Option(names = "--postcopy",
-            description = "With --demo, memory-only: the destination resumes at once and its pages follow on demand"
-                    + " (post-copy); reports firstAccessMs, residentMs and eagerMs (stop-and-copy of the same file).")
+            description = "With --demo: the destination resumes at once and its pages follow on demand (post-copy): the"
+                    + " counting guest where KVM is present, else (or with --memory-only) a model-owned file; reports"
+                    + " firstAccessMs, residentMs and eagerMs (stop-and-copy of the same guest or file).")
     boolean postcopy;
 
     @Option(names = "--receive-memory", hidden = true, description = "Be the memory-only demo's destination.")
@@ -164,8 +165,10 @@ final class MigrateCommand implements Callable<Integer> {
             return listenAt != null ? listenOnChannel(channel, listenAt) : connectOverChannel(channel, connectTo);
         }
         if (demo && postcopy) {
-            // memory-only on every host: the KVM guest's post-copy is not built yet
-            return new PostCopyDemo(guest, ownerModel, writeRate, runMs, json).run();
+            if (memoryOnly || Kvm.unavailableReason().isPresent()) {
+                return new PostCopyDemo(guest, ownerModel, writeRate, runMs, json).run();
+            }
+            return new GuestPostCopyDemo(guest, runMs, json).run();
         }
         if (demo && (memoryOnly || Kvm.unavailableReason().isPresent())) {
             return new MemoryMigrateDemo(guest, ownerModel, writeRate, runMs, json,

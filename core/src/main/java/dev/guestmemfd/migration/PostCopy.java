@@ -80,24 +80,53 @@ public final class PostCopy {
     /**
      * The destination's file, running, its pages still arriving.
      *
-     * @param binding       the owner's binding over the whole file
+     * @param bindings      the owners' bindings, which together cover the file once (one, for
+     *                      {@link #receive(InputStream, OutputStream, SecretKey, Function, Duration)})
      * @param carried       the objects that took the carried states
      * @param restore       the lazy restore bringing the pages: await it, or close it to stop
      * @param pausedAtNanos the source's {@code System.nanoTime()} at its pause (one host only)
      * @param resumedAtNanos this end's {@code System.nanoTime()} once the file could be used
      * @param layout        the file's runs as the source sent them (poisoned pages as holes)
      */
-    public record Arrival(Binding binding, List<CarriedState> carried, LazyRestore restore, long pausedAtNanos,
+    public record Arrival(List<Binding> bindings, List<CarriedState> carried, LazyRestore restore, long pausedAtNanos,
                           long resumedAtNanos, List<PageRun> layout) {
         /** Copies the lists. */
         public Arrival {
+            bindings = List.copyOf(bindings);
             carried = List.copyOf(carried);
             layout = List.copyOf(layout);
         }
 
+        /**
+         * {@return the owner's binding over the whole file}
+         *
+         * @throws IllegalStateException when several bindings cover the file
+         */
+        public Binding binding() {
+            if (bindings.size() != 1) {
+                throw new IllegalStateException(bindings.size() + " bindings cover the file");
+            }
+            return bindings.getFirst();
+        }
+
         /** {@return the file} */
         public GuestMemory memory() {
-            return binding.memory();
+            return bindings.getFirst().memory();
+        }
+    }
+
+    /**
+     * A destination whose owners are bound already (a VM's memslots), for
+     * {@link #receiveInto}.
+     *
+     * @param bindings bindings of an empty file as described, which together cover it once
+     * @param carried  where the carried states go
+     */
+    public record Target(List<Binding> bindings, List<CarriedState> carried) {
+        /** Copies the lists. */
+        public Target {
+            bindings = List.copyOf(bindings);
+            carried = List.copyOf(carried);
         }
     }
 
@@ -116,12 +145,27 @@ public final class PostCopy {
      */
     public static Report send(Binding source, GuestActivity activity, List<? extends CarriedState> carried,
                               InputStream from, OutputStream to, SecretKey key, Duration timeout) throws IOException {
-        long start = System.nanoTime();
-        if (source == null || activity == null || carried == null || carried.stream().anyMatch(Objects::isNull)
-                || from == null || to == null || key == null || timeout == null) {
+        if (source == null) {
             throw new GuestMemoryException(Errno.EINVAL, "postCopy", "an argument is null", -1);
         }
-        GuestMemory memory = source.memory();
+        return send(List.of(source), activity, carried, from, to, key, timeout);
+    }
+
+    /**
+     * Migrates the file that {@code sources} (a VM's memslots, say) cover together, once, by
+     * post-copy; otherwise as {@link #send(Binding, GuestActivity, List, InputStream, OutputStream, SecretKey, Duration)}.
+     *
+     * @throws GuestMemoryException {@code EINVAL} also for bindings that do not cover one file once
+     */
+    public static Report send(List<Binding> sources, GuestActivity activity, List<? extends CarriedState> carried,
+                              InputStream from, OutputStream to, SecretKey key, Duration timeout) throws IOException {
+        long start = System.nanoTime();
+        if (sources == null || sources.stream().anyMatch(Objects::isNull) || activity == null || carried == null
+                || carried.stream().anyMatch(Objects::isNull) || from == null || to == null || key == null || timeout == null) {
+            throw new GuestMemoryException(Errno.EINVAL, "postCopy", "an argument is null", -1);
+        }
+        List<Binding> source = cover(sources);
+        GuestMemory memory = source.getFirst().memory();
         CountingOutputStream counting = new CountingOutputStream(to);
         PostCopyFrames frames = new PostCopyFrames(key, true, from, counting, "the destination");
         frames.send(PostCopyFrames.DESCRIBE, FileDescription.of(memory, carried).encode());
@@ -151,6 +195,44 @@ public final class PostCopy {
         } finally {
             if (requests != null) {
                 requests.stop();
+            }
+        }
+    }
+
+    /**
+     * {@return {@code bindings} in offset order, checked to cover one file once, without a gap}
+     *
+     * @throws GuestMemoryException {@code EINVAL} when they do not
+     */
+    private static List<Binding> cover(List<Binding> bindings) {
+        List<Binding> sorted = bindings.stream().sorted(java.util.Comparator.comparingLong(Binding::offset)).toList();
+        if (sorted.isEmpty()) {
+            throw new GuestMemoryException(Errno.EINVAL, "postCopy", "no binding covers the file", -1);
+        }
+        GuestMemory memory = sorted.getFirst().memory();
+        long next = 0;
+        for (Binding b : sorted) {
+            if (b.memory() != memory || b.offset() != next) {
+                throw new GuestMemoryException(Errno.EINVAL, "postCopy", "the bindings do not cover one file once (at offset "
+                        + next + ")", next);
+            }
+            next = b.offset() + b.length();
+        }
+        if (next != memory.size()) {
+            throw new GuestMemoryException(Errno.EINVAL, "postCopy", "the bindings end at " + next + " of a "
+                    + memory.size() + "-byte file", next);
+        }
+        return sorted;
+    }
+
+    /** Copies file bytes {@code [offset, offset + length)} from the owners' views into {@code body} at {@code at}. */
+    private static void copyOut(List<Binding> source, long offset, long length, byte[] body, int at) {
+        for (Binding b : source) {
+            long from = Math.max(offset, b.offset());
+            long end = Math.min(offset + length, b.offset() + b.length());
+            if (from < end) {
+                MemorySegment.copy(b.pages(), ValueLayout.JAVA_BYTE, from - b.offset(), body, (int) (at + from - offset),
+                        (int) (end - from));
             }
         }
     }
@@ -211,7 +293,7 @@ public final class PostCopy {
     }
 
     /** Sends each extent asked for, once, urgent ones first, until the destination says every page is in. */
-    private static Served serve(Binding source, List<PageRun> layout, PostCopyFrames frames, Requests requests)
+    private static Served serve(List<Binding> source, List<PageRun> layout, PostCopyFrames frames, Requests requests)
             throws IOException {
         BitSet served = new BitSet();
         long allocated = layout.stream().filter(PageRun::allocated).mapToLong(PageRun::length).sum();
@@ -219,7 +301,7 @@ public final class PostCopy {
         long urgent = 0;
         long pages = 0;
         long resent = 0;
-        MemorySegment all = source.pages();
+        long size = source.getFirst().memory().size();
         while (true) {
             long[] request = requests.next();
             if (request == null) {  // RESIDENT
@@ -230,7 +312,7 @@ public final class PostCopy {
             }
             long offset = request[0];
             long length = request[1];
-            PageSource.Extent extent = offset < 0 || offset >= all.byteSize() ? null : RemotePageSource.extentOf(layout, offset);
+            PageSource.Extent extent = offset < 0 || offset >= size ? null : RemotePageSource.extentOf(layout, offset);
             if (extent == null || extent.offset() != offset || extent.length() != length) {
                 throw frames.bad("a request for " + length + " bytes at offset " + offset + " that is no extent");
             }
@@ -242,7 +324,7 @@ public final class PostCopy {
             served.set(index);
             byte[] body = new byte[(int) (12 + length)];
             ByteBuffer.wrap(body).putLong(offset).putInt((int) length);
-            MemorySegment.copy(all, ValueLayout.JAVA_BYTE, offset, body, 12, (int) length);
+            copyOut(source, offset, length, body, 12);
             frames.send(PostCopyFrames.PAGES, body);
             Arrays.fill(body, (byte) 0);  // private bytes do not linger on the heap
             if (again) {
@@ -379,20 +461,62 @@ public final class PostCopy {
             throw new GuestMemoryException(Errno.EINVAL, "postCopy", "an argument is null", -1);
         }
         PostCopyFrames frames = new PostCopyFrames(key, false, from, to, "the source");
+        FileDescription description = describe(frames);
+        MemoryMigration.Destination destination = build.apply(description);
+        GuestMemory memory = destination.memory();
+        try {
+            return land(frames, description, memory, () -> List.of(memory.bind(destination.owner(), 0, memory.size())),
+                    destination.carried(), timeout);
+        } catch (IOException | RuntimeException e) {
+            memory.close();
+            throw e;
+        }
+    }
+
+    /**
+     * Receives a file by post-copy into a target whose owners are bound already (a VM's
+     * memslots over a file it built from the description); otherwise as
+     * {@link #receive(InputStream, OutputStream, SecretKey, Function, Duration)}. On a failure
+     * after {@code build} ran, the restore is closed and the target's file stays the caller's to
+     * close.
+     *
+     * @throws GuestMemoryException {@code EINVAL} also for bindings that do not cover one file once
+     */
+    public static Arrival receiveInto(InputStream from, OutputStream to, SecretKey key,
+                                      Function<FileDescription, Target> build, Duration timeout) throws IOException {
+        if (from == null || to == null || key == null || build == null || timeout == null) {
+            throw new GuestMemoryException(Errno.EINVAL, "postCopy", "an argument is null", -1);
+        }
+        PostCopyFrames frames = new PostCopyFrames(key, false, from, to, "the source");
+        FileDescription description = describe(frames);
+        Target target = build.apply(description);
+        List<Binding> bindings = cover(target.bindings());
+        return land(frames, description, bindings.getFirst().memory(), () -> bindings, target.carried(), timeout);
+    }
+
+    private static FileDescription describe(PostCopyFrames frames) throws IOException {
         PostCopyFrames.Frame describe = frames.receive();
         if (describe.type() != PostCopyFrames.DESCRIBE) {
             throw frames.bad("message of type " + describe.type() + " instead of DESCRIBE");
         }
-        FileDescription description = FileDescription.decode(rest(describe.payload()));
-        MemoryMigration.Destination destination = build.apply(description);
-        GuestMemory memory = destination.memory();
+        return FileDescription.decode(rest(describe.payload()));
+    }
+
+    /**
+     * The destination's side after the description: READY, the layout, the lazy restore into
+     * the owners {@code bind} gives, the poisoned pages, the carried states, RESUMED. Closes
+     * the restore on failure.
+     */
+    private static Arrival land(PostCopyFrames frames, FileDescription description, GuestMemory memory,
+                                java.util.function.Supplier<List<Binding>> bind, List<CarriedState> carried, Duration timeout)
+            throws IOException {
         LazyRestore restore = null;
         try {
             if (memory.size() != description.size()) {
                 throw new GuestMemoryException(Errno.EINVAL, "postCopy", "the destination's file has " + memory.size()
                         + " bytes, the description " + description.size(), -1);
             }
-            List<String> kinds = destination.carried().stream().map(CarriedState::kind).toList();
+            List<String> kinds = carried.stream().map(CarriedState::kind).toList();
             if (!kinds.equals(description.carried())) {
                 throw new GuestMemoryException(Errno.EINVAL, "postCopy", "the source carries " + description.carried()
                         + ", the destination takes " + kinds, -1);
@@ -403,9 +527,9 @@ public final class PostCopy {
                 throw frames.bad("message of type " + layoutFrame.type() + " instead of LAYOUT");
             }
             Layout layout = Layout.decode(layoutFrame.payload(), memory.size(), kinds.size(), frames);
-            Binding binding = memory.bind(destination.owner(), 0, memory.size());
+            List<Binding> bindings = bind.get();
             RemotePageSource pages = new RemotePageSource(frames, memory.size(), layout.runs, timeout);
-            restore = LazyRestore.start(List.of(binding), pages, state -> { });
+            restore = LazyRestore.start(bindings, pages, state -> { });
             for (long offset : layout.poisoned) {
                 // a failed page keeps memory (zero here, as none travels) and its mark
                 memory.allocate(offset, PAGE);
@@ -413,7 +537,7 @@ public final class PostCopy {
             }
             for (int i = 0; i < kinds.size(); i++) {
                 try {
-                    destination.carried().get(i).importState(layout.states.get(i));
+                    carried.get(i).importState(layout.states.get(i));
                 } catch (IllegalArgumentException refused) {
                     throw new GuestMemoryException(Errno.EINVAL, "postCopy", kinds.get(i) + " refused its state: "
                             + refused.getMessage(), -1);
@@ -423,12 +547,11 @@ public final class PostCopy {
             synchronized (frames) {
                 frames.send(PostCopyFrames.RESUMED, ByteBuffer.allocate(8).putLong(resumedAt).array());
             }
-            return new Arrival(binding, destination.carried(), restore, layout.pausedAt, resumedAt, layout.runs);
+            return new Arrival(bindings, carried, restore, layout.pausedAt, resumedAt, layout.runs);
         } catch (IOException | RuntimeException e) {
             if (restore != null) {
                 restore.close();
             }
-            memory.close();
             throw e;
         }
     }

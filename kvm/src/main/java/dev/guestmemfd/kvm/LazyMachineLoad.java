@@ -39,12 +39,15 @@ public final class LazyMachineLoad implements AutoCloseable {
     private final LazyRestore restore;
     private final Machine.Running running;
     private final long startNanos;
+    private final long sourcePausedAtNanos;
 
-    private LazyMachineLoad(Machine machine, LazyRestore restore, Machine.Running running, long startNanos) {
+    private LazyMachineLoad(Machine machine, LazyRestore restore, Machine.Running running, long startNanos,
+                            long sourcePausedAtNanos) {
         this.machine = machine;
         this.restore = restore;
         this.running = running;
         this.startNanos = startNanos;
+        this.sourcePausedAtNanos = sourcePausedAtNanos;
     }
 
     /**
@@ -105,10 +108,7 @@ public final class LazyMachineLoad implements AutoCloseable {
             } catch (java.io.UncheckedIOException | KvmException e) {
                 throw new GuestMemoryException(Errno.EBADMSG, op, "the vCPU state does not read: " + e.getMessage(), -1);
             }
-            Machine.Running running = machine.start();
-            // Registered after the start: a failure before it runs the listener at once.
-            restore.onFailure(cause -> running.stop("its lazy restore failed: " + cause.getMessage()));
-            return new LazyMachineLoad(machine, restore, running, started);
+            return resume(machine, restore, started, -1);
         } catch (IOException | RuntimeException e) {
             if (restore != null) {
                 restore.close();  // closes the source too
@@ -120,6 +120,19 @@ public final class LazyMachineLoad implements AutoCloseable {
             }
             throw e;
         }
+    }
+
+    /**
+     * Starts the vCPUs of {@code machine}, whose memory {@code restore} is bringing in and whose
+     * vCPU state is set, and stops them for good if the restore fails.
+     *
+     * @param sourcePausedAt the source's {@link System#nanoTime()} at its pause (post-copy), or -1
+     */
+    static LazyMachineLoad resume(Machine machine, LazyRestore restore, long started, long sourcePausedAt) {
+        Machine.Running running = machine.start();
+        // Registered after the start: a failure before it runs the listener at once.
+        restore.onFailure(cause -> running.stop("its lazy restore failed: " + cause.getMessage()));
+        return new LazyMachineLoad(machine, restore, running, started, sourcePausedAt);
     }
 
     private static void closeQuietly(PageSource source) {
@@ -155,6 +168,14 @@ public final class LazyMachineLoad implements AutoCloseable {
     /** {@return the {@link System#nanoTime()} at which the load began} */
     public long startNanos() {
         return startNanos;
+    }
+
+    /**
+     * {@return for a machine received by post-copy, the source's {@link System#nanoTime()} at its
+     * pause (comparable on one host only), from which its downtime and first access count}
+     */
+    public java.util.OptionalLong sourcePausedAtNanos() {
+        return sourcePausedAtNanos < 0 ? java.util.OptionalLong.empty() : java.util.OptionalLong.of(sourcePausedAtNanos);
     }
 
     /**

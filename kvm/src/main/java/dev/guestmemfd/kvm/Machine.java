@@ -141,6 +141,8 @@ public final class Machine implements AutoCloseable {
     private volatile boolean stopping;
     /** Why the guest was stopped for good ({@link Running#stop}), or null: it never runs again. */
     private volatile String stoppedFor;
+    /** The vCPUs last started, until paused; guarded by this. */
+    private Running current;
 
     private Machine(Kvm kvm, Config config) {
         this(kvm, config, false);
@@ -276,12 +278,21 @@ public final class Machine implements AutoCloseable {
      * {@link Running#pause()} or {@link Running#await}, as a migration needs it to while it
      * copies memory.
      */
-    public Running start() {
+    public synchronized Running start() {
         String why = stoppedFor;
         if (why != null) {
             throw new IllegalStateException("the guest was stopped for good: " + why);
         }
-        return new Running();
+        current = new Running();
+        return current;
+    }
+
+    /**
+     * {@return the vCPUs as last started and not paused since} A migration that failed after
+     * its pause starts the guest again at the source by itself (post-copy): this is its handle.
+     */
+    public synchronized java.util.Optional<Running> running() {
+        return java.util.Optional.ofNullable(current);
     }
 
     /** {@return why the guest was stopped for good, if it was} */
@@ -376,6 +387,11 @@ public final class Machine implements AutoCloseable {
                 }
             }
             stopping = false;
+            synchronized (Machine.this) {
+                if (current == this) {
+                    current = null;
+                }
+            }
             return new Outcome(protocol.serial(), Arrays.asList(outcomes), protocol.hostDenials());
         }
     }

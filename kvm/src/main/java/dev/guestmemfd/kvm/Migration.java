@@ -51,7 +51,9 @@ public final class Migration {
         /** Rounds while the guest ran, then a short pause. */
         PRE_COPY,
         /** The guest paused, then everything was sent. */
-        STOP_AND_COPY
+        STOP_AND_COPY,
+        /** The guest paused and ran on at the destination at once; its pages followed on demand. */
+        POST_COPY
     }
 
     /**
@@ -60,21 +62,29 @@ public final class Migration {
      * @param preCopy        try pre-copy where the memslots allow dirty logging
      * @param maxRounds      rounds while the guest runs, the first (all pages) included
      * @param convergedBytes pause once a round would send at most this many bytes
+     * @param postCopy       post-copy instead: the guest pauses at once and runs on at the
+     *                       destination, which asks for each page when it needs it (the receiver
+     *                       must be {@link #receivePostCopy}); on any backing, as no dirty log is needed
      */
-    public record Options(boolean preCopy, int maxRounds, long convergedBytes, RoundListener listener) {
+    public record Options(boolean preCopy, int maxRounds, long convergedBytes, RoundListener listener, boolean postCopy) {
         /** {@return pre-copy where possible, at most 8 rounds, pausing at 1 MiB or less} */
         public static Options defaults() {
-            return new Options(true, 8, 1L << 20, (round, bytes) -> { });
+            return new Options(true, 8, 1L << 20, (round, bytes) -> { }, false);
         }
 
         /** {@return these options with pre-copy on or off} */
         public Options withPreCopy(boolean on) {
-            return new Options(on, maxRounds, convergedBytes, listener);
+            return new Options(on, maxRounds, convergedBytes, listener, postCopy);
         }
 
         /** {@return these options telling {@code l} of each round sent while the guest runs} */
         public Options withRoundListener(RoundListener l) {
-            return new Options(preCopy, maxRounds, convergedBytes, l);
+            return new Options(preCopy, maxRounds, convergedBytes, l, postCopy);
+        }
+
+        /** {@return these options with post-copy on or off} */
+        public Options withPostCopy(boolean on) {
+            return new Options(preCopy, maxRounds, convergedBytes, listener, on);
         }
     }
 
@@ -154,6 +164,9 @@ public final class Migration {
 
     private static Report send(Machine.Running running, InputStream from, CountingOutputStream counting,
                                SecretKey key, Options options, long start) throws IOException {
+        if (options.postCopy()) {
+            return PostCopyMachine.send(running, from, counting, key, start);
+        }
         DataOutputStream out = new DataOutputStream(new BufferedOutputStream(counting, 1 << 16));
         DataInputStream in = new DataInputStream(from);
         PreCopy.Sent sent = PreCopy.write(running, key, out, in, options);
@@ -202,6 +215,37 @@ public final class Migration {
         out.writeLong(System.nanoTime());
         out.flush();
         return machine;
+    }
+
+    /**
+     * Receives a machine sent with {@link Options#postCopy()} over a loopback socket, agreeing
+     * on the key as {@link #send(Machine.Running, Socket, Options)} does, and runs it at once:
+     * built from the description, its memory given the source's layout, its vCPU state set, its
+     * vCPUs started while every page is still at the source. The guest's faults and the
+     * background pull ask the source for pages; if the channel breaks before every page came,
+     * the vCPUs stop for good at once (a vCPU at a page that cannot come leaves
+     * {@code KVM_RUN} there), and the source runs its guest on.
+     *
+     * @param backing the backing of its memory, or null for the source's (memfd restores lazily;
+     *                the others pull every page before the guest runs)
+     */
+    public static LazyMachineLoad receivePostCopy(Kvm kvm, Socket socket, Backing backing) throws IOException {
+        InputStream in = new BufferedInputStream(socket.getInputStream(), 1 << 16);
+        OutputStream out = socket.getOutputStream();
+        SecretKey key = X25519Agreement.agree(in, out);
+        return receivePostCopy(kvm, in, out, key, backing);
+    }
+
+    /**
+     * Receives a machine sent by post-copy over a channel that already holds a session key.
+     * @see #receivePostCopy(Kvm, Socket, Backing)
+     *
+     * @throws dev.guestmemfd.GuestMemoryException {@code EBADMSG} for a message that does not
+     *                                             open or a sender that does not send a machine
+     */
+    public static LazyMachineLoad receivePostCopy(Kvm kvm, InputStream from, OutputStream to, SecretKey key, Backing backing)
+            throws IOException {
+        return PostCopyMachine.receive(kvm, from, to, key, backing);
     }
 
     // ------------------------------------------------------------------ files
