@@ -239,7 +239,7 @@ public final class LazyRestore implements AutoCloseable {
         memory.lazyRestore = restore;  // from here on, library access fetches first
         restore.firstAccessNanos = System.nanoTime() - started;
         // The server starts the pull: a thread start less before the file is usable.
-        restore.server = Thread.ofPlatform().daemon().name("gmem-uffd-" + memory.fd()).start(restore::serve);
+        restore.server = Thread.ofPlatform().daemon().name("gmem-uffd-" + memory.fd()).start(restore.new Serving());
         return restore;
     }
 
@@ -459,6 +459,14 @@ public final class LazyRestore implements AutoCloseable {
     }
 
     // ---------------------------------------------------------------- the two threads
+
+    /** The server thread's body: a class, not a method reference, so that starting it links no call site. */
+    private final class Serving implements Runnable {
+        @Override
+        public void run() {
+            serve();
+        }
+    }
 
     /** The fault server: reads faults and answers each one. */
     private void serve() {
