@@ -14,6 +14,7 @@ import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.function.Consumer;
 
@@ -110,16 +111,19 @@ public final class LazyRestore implements AutoCloseable {
     private final AtomicLong zeroFaults = new AtomicLong();
     private final AtomicLong hostFetches = new AtomicLong();
     private final AtomicLong pulled = new AtomicLong();
-    private final long[] faultNanos = new long[MAX_SAMPLES];
-    private int faultSamples;  // guarded by faultNanos
+    private final Object samples = new Object();
+    /** Grows as faults come: eight MiB up front would be a millisecond or more before the start returns. */
+    private long[] faultNanos = new long[1024];  // guarded by samples
+    private int faultSamples;  // guarded by samples
     private volatile long hint = -1;
     private volatile boolean stopping;
     private volatile boolean complete;
     private volatile RuntimeException failure;
     private volatile long firstAccessNanos = -1;
     private volatile long residentNanos = -1;
-    private Thread server;
-    private Thread pull;
+    private volatile Thread server;
+    /** Started by the server thread, first thing. */
+    private volatile Thread pull;
 
     private LazyRestore(BindingCover cover, PageSource source, Userfaultfd uffd, String eagerReason, long startNanos, long unit) {
         this.cover = cover;
@@ -133,6 +137,38 @@ public final class LazyRestore implements AutoCloseable {
         this.huge = unit == PAGE ? null : new HugePageFetch(unit, source);
         this.fill = memory.backing().isHugetlb() ? unit : PAGE;
         this.states = new PageStates((int) (memory.size() / unit));
+    }
+
+    /** Whether this JVM has begun linking the calls of a lazy restore ({@link #prepare}). */
+    private static final AtomicBoolean PREPARING = new AtomicBoolean();
+
+    /**
+     * Begins, on a short-lived thread of its own, what every lazy restore pays once per JVM:
+     * linking the native calls it makes (userfaultfd, its ioctls, {@code poll}, {@code read},
+     * {@code fstat}), tens of milliseconds in a fresh JVM. Returns at once; only the first call
+     * does anything. {@link #start} calls it itself, so the linking runs while it lays the file
+     * out; a VMM that is going to restore lazily calls it earlier still, before it opens its
+     * {@link PageSource}, so that the linking also overlaps reading the source's index. Nothing
+     * is opened or registered for longer than the linking takes, and a host without userfaultfd
+     * only loses the thread.
+     */
+    public static void prepare() {
+        if (PREPARING.compareAndSet(false, true)) {
+            Thread.ofPlatform().daemon().name("gmem-uffd-link").start(new Linker());
+        }
+    }
+
+    /** The body of {@link #prepare}: a class, not a lambda, so that starting it links no call site. */
+    private static final class Linker implements Runnable {
+        @Override
+        public void run() {
+            try (Userfaultfd uffd = Userfaultfd.open(Userfaultfd.FEATURE_POISON)) {
+                uffd.link();
+                Fd.fstat(uffd.fd());
+            } catch (LinuxException e) {
+                // no userfaultfd here: start() finds out and restores eagerly
+            }
+        }
     }
 
     /**
@@ -160,6 +196,7 @@ public final class LazyRestore implements AutoCloseable {
     static LazyRestore start(List<Binding> owners, PageSource source, Consumer<byte[]> states, long fetchUnit)
             throws IOException {
         long started = System.nanoTime();
+        prepare();  // links userfaultfd's calls on another thread while this one lays the file out
         BindingCover cover = BindingCover.of(owners, "lazyRestore");
         GuestMemory memory = cover.memory();
         String op = "lazyRestore(size=" + memory.size() + ")";
@@ -224,8 +261,8 @@ public final class LazyRestore implements AutoCloseable {
         }
         memory.lazyRestore = restore;  // from here on, library access fetches first
         restore.firstAccessNanos = System.nanoTime() - started;
-        restore.server = Thread.ofPlatform().daemon().name("gmem-uffd-" + memory.fd()).start(restore::serve);
-        restore.pull = Thread.ofPlatform().daemon().name("gmem-pull-" + memory.fd()).start(restore::pullAll);
+        // The server starts the pull: a thread start less before the file is usable.
+        restore.server = Thread.ofPlatform().daemon().name("gmem-uffd-" + memory.fd()).start(restore.new Serving());
         return restore;
     }
 
@@ -499,8 +536,19 @@ public final class LazyRestore implements AutoCloseable {
 
     // ---------------------------------------------------------------- the two threads
 
+    /** The server thread's body: a class, not a method reference, so that starting it links no call site. */
+    private final class Serving implements Runnable {
+        @Override
+        public void run() {
+            serve();
+        }
+    }
+
     /** The fault server: reads faults and answers each one. */
     private void serve() {
+        if (!stopping) {
+            pull = Thread.ofPlatform().daemon().name("gmem-pull-" + memory.fd()).start(this::pullAll);
+        }
         while (!stopping) {
             long[] addresses;
             try {
@@ -568,7 +616,10 @@ public final class LazyRestore implements AutoCloseable {
     }
 
     private void sample(long nanos) {
-        synchronized (faultNanos) {
+        synchronized (samples) {
+            if (faultSamples == faultNanos.length && faultSamples < MAX_SAMPLES) {
+                faultNanos = Arrays.copyOf(faultNanos, Math.min(MAX_SAMPLES, faultSamples * 2));
+            }
             if (faultSamples < MAX_SAMPLES) {
                 faultNanos[faultSamples++] = nanos;
             }
@@ -721,7 +772,7 @@ public final class LazyRestore implements AutoCloseable {
     /** {@return the restore's counters so far} */
     public Stats stats() {
         long[] sorted;
-        synchronized (faultNanos) {
+        synchronized (samples) {
             sorted = Arrays.copyOf(faultNanos, faultSamples);
         }
         Arrays.sort(sorted);
@@ -748,8 +799,8 @@ public final class LazyRestore implements AutoCloseable {
             fail(new GuestMemoryException(Errno.EIO, "lazyRestore", "the restore was closed before it completed", -1));
         }
         stopping = true;
+        joinQuietly(server);  // first: the server starts the pull, so after it the pull is known
         joinQuietly(pull);
-        joinQuietly(server);
         if (uffd != null && !uffd.isClosed() && !complete) {
             poisonUnfetched();
             uffd.close();

@@ -190,6 +190,24 @@ public final class Userfaultfd implements AutoCloseable {
         }
     }
 
+    /**
+     * Links the native calls that serving faults makes ({@code poll}, {@code read}, the fill
+     * ioctls) by making each once on this descriptor, harmlessly: a poll that finds nothing, a
+     * read that finds no message, a copy of no bytes. The first fault then waits for its page
+     * only, not for the JVM to link those calls (milliseconds each in a fresh JVM).
+     */
+    public void link() {
+        poll(0);
+        try {
+            Fd.read(fd, messages.asSlice(0, MSG.byteSize()));
+        } catch (LinuxException e) {
+            // EAGAIN: no message, as expected; the call is linked all the same
+        }
+        try (Arena a = Arena.ofConfined()) {
+            copy(a.allocate(COPY), 0, 0, 0);  // EINVAL: an empty range; linked all the same
+        }
+    }
+
     /** {@return the file descriptor} */
     public int fd() {
         return fd;
