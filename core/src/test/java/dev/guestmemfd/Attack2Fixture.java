@@ -27,6 +27,9 @@ final class Attack2Fixture {
     /** Page states of the source: S = shared with bytes, P = private with bytes, h = shared hole, p = private hole. */
     static final String LAYOUT = "SShPPpSh";
 
+    /** A thread per task: the common pool has one worker on two cores, and these tasks block. */
+    static final java.util.concurrent.Executor THREADS = r -> Thread.ofPlatform().daemon().name("attack2").start(r);
+
     static final Owner OWNER = new Owner() {
     };
 

@@ -414,9 +414,9 @@ class Attack2SnapshotTest {
             } catch (IOException e) {
                 throw new java.io.UncheckedIOException(e);
             }
-        });
+        }, Attack2Fixture.THREADS);
         assertThat(reached.await(20, TimeUnit.SECONDS)).isTrue();
-        CompletableFuture<Void> close = CompletableFuture.runAsync(target::close);
+        CompletableFuture<Void> close = CompletableFuture.runAsync(target::close, Attack2Fixture.THREADS);
         Thread.sleep(200);
         open.countDown();
         Throwable closeFailure = catchThrowable(() -> close.get(30, TimeUnit.SECONDS));
