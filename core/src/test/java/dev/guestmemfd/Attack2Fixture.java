@@ -87,10 +87,10 @@ final class Attack2Fixture {
         return out.toByteArray();
     }
 
-    private static final java.util.Map<GuestMemory, Binding> BINDINGS = new java.util.concurrent.ConcurrentHashMap<>();
+    static final java.util.Map<GuestMemory, Binding> BINDINGS_FOR_TESTS = new java.util.concurrent.ConcurrentHashMap<>();
 
     static Binding bindingOf(GuestMemory m) {
-        return BINDINGS.computeIfAbsent(m, x -> x.bind(OWNER, 0, SIZE));
+        return BINDINGS_FOR_TESTS.computeIfAbsent(m, x -> x.bind(OWNER, 0, SIZE));
     }
 
     /** One record of a stream: where it starts and ends, its kind, offset and length field. */
