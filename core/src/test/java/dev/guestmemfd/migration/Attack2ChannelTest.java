@@ -351,4 +351,40 @@ class Attack2ChannelTest {
         assertThatThrownBy(() -> TrustedPeer.load(none)).as("no certificate").isInstanceOf(IOException.class);
         assertThat(TrustedPeer.load(dir.resolve("source.crt")).certificate()).isEqualTo(source.certificate());
     }
+
+    /**
+     * The source closes its channel while the destination keeps its end open (stalled, or busy
+     * restoring). close() must let go: here it waits for the peer's own close, up to the whole
+     * read timeout (60 s here; 20 s in the test above, which takes 20 s for it). The bound
+     * checked is 10 s.
+     */
+    @Test
+    @org.junit.jupiter.api.Disabled("FINDING: MigrationChannel.close() blocks until the peer closes its end too, up to the "
+            + "channel's whole read timeout (observed: 15 s and counting with a 60 s timeout; returns the moment the peer closes)")
+    void closingAChannelDoesNotWaitForThePeerToClose() throws Exception {
+        try (MigrationListener l = MigrationListener.bind(LOOPBACK, destination, peer(source))) {
+            CompletableFuture<MigrationChannel> accepted = CompletableFuture.supplyAsync(() -> {
+                try {
+                    return l.accept(Duration.ofSeconds(60));
+                } catch (IOException e) {
+                    throw new java.io.UncheckedIOException(e);
+                }
+            }, THREADS);
+            MigrationChannel c = MigrationChannel.connect(l.address(), source, peer(destination), Duration.ofSeconds(60));
+            try (MigrationChannel d = accepted.get(30, TimeUnit.SECONDS)) {
+                c.out().write(1);
+                c.out().flush();
+                assertThat(d.in().read()).isEqualTo(1);
+                CompletableFuture<Void> close = CompletableFuture.runAsync(() -> {
+                    try {
+                        c.close();
+                    } catch (IOException e) {
+                        throw new java.io.UncheckedIOException(e);
+                    }
+                }, THREADS);
+                Throwable t = catchThrowable(() -> close.get(10, TimeUnit.SECONDS));
+                assertThat(t).as("close of a channel whose peer keeps its end open").isNull();
+            }
+        }
+    }
 }
