@@ -38,7 +38,7 @@ import dev.guestmemfd.Attack2Fixture.State;
  * written from the public contract alone: every alteration is refused with its errno, and the
  * target is as it was (attributes, host-visible bytes, nothing allocated).
  */
-@Timeout(value = 120, unit = TimeUnit.SECONDS)
+@Timeout(value = 120, unit = TimeUnit.SECONDS, threadMode = Timeout.ThreadMode.SEPARATE_THREAD)
 class Attack2SnapshotTest {
     static SecretKey key;
     static GuestMemory source;
