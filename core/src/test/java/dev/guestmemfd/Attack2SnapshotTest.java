@@ -384,6 +384,8 @@ class Attack2SnapshotTest {
 
     /** The target is closed from another thread while the restore waits for the rest of the stream. */
     @Test
+    @org.junit.jupiter.api.Disabled("FINDING: Snapshot.restore into a file closed from another thread mid-stream throws a raw "
+            + "IllegalStateException (\"Already closed\", MemorySegment.copy in BindingCover.copyIn), not a GuestMemoryException")
     void closingTheTargetDuringARestoreNeitherHangsNorCrashes() throws Exception {
         int gateAt = recs.get(4).start() + 5;
         CountDownLatch reached = new CountDownLatch(1);
@@ -424,7 +426,9 @@ class Attack2SnapshotTest {
         assertThat(closeFailure).as("close").isNull();
         assertThat(target.isClosed()).isTrue();
         if (restoreFailure != null) {
-            assertThat(restoreFailure.getCause()).as("the restore's failure").isInstanceOf(GuestMemoryException.class);
+            java.io.StringWriter sw = new java.io.StringWriter();
+            restoreFailure.getCause().printStackTrace(new java.io.PrintWriter(sw));
+            assertThat(restoreFailure.getCause()).as("the restore's failure: " + sw).isInstanceOf(GuestMemoryException.class);
         }
     }
 }
