@@ -447,4 +447,40 @@ class Attack2MigrationTest {
             }
         }
     }
+
+    /** A receiver fed garbage, a bare snapshot stream, or nothing: refused (EBADMSG) or the channel's end, never a file left open. */
+    @Test
+    void receiversFedGarbageRefuseItAndCloseWhatTheyBuilt() throws Exception {
+        byte[] random = new byte[4096];
+        new java.util.Random(7).nextBytes(random);
+        GuestMemory src = Attack2Fixture.source();
+        byte[] snapshot = Attack2Fixture.stream(src, KEY);
+        src.close();
+        for (boolean post : new boolean[] {false, true}) {
+            for (byte[] in : List.of(random, snapshot, new byte[0], new byte[] {0, 0, 0, 1})) {
+                Built built = new Built();
+                java.io.ByteArrayOutputStream answers = new java.io.ByteArrayOutputStream();
+                CompletableFuture<Object> r = CompletableFuture.supplyAsync(() -> {
+                    try {
+                        java.io.InputStream from = new java.io.ByteArrayInputStream(in);
+                        return post ? PostCopy.receive(from, answers, KEY, building(built, SIZE, List.of()), WAIT)
+                                : MemoryMigration.receive(from, answers, KEY, new Snapshot.ReplayGuard(), building(built, SIZE, List.of()));
+                    } catch (IOException e) {
+                        throw new java.io.UncheckedIOException(e);
+                    }
+                }, Attack2Fixture.THREADS);
+                Throwable t = catchThrowable(() -> r.get(60, TimeUnit.SECONDS));
+                String what = "post " + post + ", " + in.length + " bytes";
+                assertThat(t).as(what).isNotNull().isNotInstanceOf(java.util.concurrent.TimeoutException.class);
+                Throwable c = t.getCause() instanceof java.io.UncheckedIOException u ? u.getCause() : t.getCause();
+                assertThat(c).as(what + ": " + c).isInstanceOfAny(GuestMemoryException.class, IOException.class);
+                if (c instanceof GuestMemoryException g) {
+                    assertThat(g.errno()).as(what).isEqualTo(Errno.EBADMSG);
+                }
+                if (built.file.get() != null) {
+                    assertThat(built.file.get().isClosed()).as(what + ": the file it built").isTrue();
+                }
+            }
+        }
+    }
 }
