@@ -27,6 +27,9 @@ final class Attack2Fixture {
     /** Page states of the source: S = shared with bytes, P = private with bytes, h = shared hole, p = private hole. */
     static final String LAYOUT = "SShPPpSh";
 
+    /** A thread per task: the common pool has one worker on two cores, and these tasks block. */
+    static final java.util.concurrent.Executor THREADS = r -> Thread.ofPlatform().daemon().name("attack2").start(r);
+
     static final Owner OWNER = new Owner() {
     };
 
@@ -84,10 +87,10 @@ final class Attack2Fixture {
         return out.toByteArray();
     }
 
-    private static final java.util.Map<GuestMemory, Binding> BINDINGS = new java.util.concurrent.ConcurrentHashMap<>();
+    static final java.util.Map<GuestMemory, Binding> BINDINGS_FOR_TESTS = new java.util.concurrent.ConcurrentHashMap<>();
 
     static Binding bindingOf(GuestMemory m) {
-        return BINDINGS.computeIfAbsent(m, x -> x.bind(OWNER, 0, SIZE));
+        return BINDINGS_FOR_TESTS.computeIfAbsent(m, x -> x.bind(OWNER, 0, SIZE));
     }
 
     /** One record of a stream: where it starts and ends, its kind, offset and length field. */
