@@ -85,12 +85,21 @@ final class BindingCover {
         return bindings.get(low);
     }
 
-    /** Copies {@code length} bytes of {@code source} into the pages at {@code at}, across bindings where it spans several. */
+    /**
+     * Copies {@code length} bytes of {@code source} into the pages at {@code at}, across bindings where it spans several.
+     *
+     * @throws GuestMemoryException {@code EBADF} when the file was closed (or a binding let go) meanwhile: the owner's
+     *                              view is gone, which the memory API reports as a closed segment
+     */
     void copyIn(long at, byte[] source, int length) {
         for (int done = 0; done < length; ) {
             Binding b = at(at + done);
             int piece = (int) Math.min(length - done, b.offset() + b.length() - (at + done));
-            MemorySegment.copy(source, done, b.pages(), ValueLayout.JAVA_BYTE, at + done - b.offset(), piece);
+            try {
+                MemorySegment.copy(source, done, b.pages(), ValueLayout.JAVA_BYTE, at + done - b.offset(), piece);
+            } catch (IllegalStateException closed) {
+                throw new GuestMemoryException(Errno.EBADF, "restore", "the file was closed during the restore", at + done);
+            }
             done += piece;
         }
     }

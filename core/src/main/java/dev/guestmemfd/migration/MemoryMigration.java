@@ -222,8 +222,8 @@ public final class MemoryMigration {
             }
             awaitReady(in);
             long pausedAt = System.nanoTime();
+            paused = true;  // before the call: a pause that throws half-way is resumed too
             activity.pause();
-            paused = true;
             pending.or(changed(changes, activity));
             rounds.add(writer.writePages(pending));
             for (CarriedState state : carried) {

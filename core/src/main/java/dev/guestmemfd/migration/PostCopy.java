@@ -60,7 +60,8 @@ public final class PostCopy {
     /**
      * What the source did.
      *
-     * @param pausedToResumedNs  from the pause to the destination running again (its clock: one host only)
+     * @param pausedToResumedNs  from the pause to the arrival of the destination's word that it runs again, on this
+     *                           end's clock alone (right between hosts too)
      * @param pausedToReleasedNs from the pause to the destination holding every page
      * @param totalNs            from the start to the release
      * @param bytesSent          bytes written to the channel
@@ -175,8 +176,8 @@ public final class PostCopy {
         Requests requests = null;
         try {
             long pausedAt = System.nanoTime();
+            paused = true;  // before the call: a pause that throws half-way is resumed too
             activity.pause();
-            paused = true;
             List<PageRun> layout = layout(memory);
             frames.send(PostCopyFrames.LAYOUT, encodeLayout(pausedAt, layout, memory.poisonedPages(), carried));
             requests = new Requests(frames, timeout);
@@ -223,14 +224,24 @@ public final class PostCopy {
         return sorted;
     }
 
-    /** Copies file bytes {@code [offset, offset + length)} from the owners' views into {@code body} at {@code at}. */
+    /**
+     * Copies file bytes {@code [offset, offset + length)} from the owners' views into {@code body} at {@code at}.
+     *
+     * @throws GuestMemoryException {@code EBADF} when the source's file was closed (or a binding let go) while it serves:
+     *                              the memory API reports the owner's view gone as a closed segment
+     */
     private static void copyOut(List<Binding> source, long offset, long length, byte[] body, int at) {
         for (Binding b : source) {
             long from = Math.max(offset, b.offset());
             long end = Math.min(offset + length, b.offset() + b.length());
             if (from < end) {
-                MemorySegment.copy(b.pages(), ValueLayout.JAVA_BYTE, from - b.offset(), body, (int) (at + from - offset),
-                        (int) (end - from));
+                try {
+                    MemorySegment.copy(b.pages(), ValueLayout.JAVA_BYTE, from - b.offset(), body, (int) (at + from - offset),
+                            (int) (end - from));
+                } catch (IllegalStateException closed) {
+                    throw new GuestMemoryException(Errno.EBADF, "postCopy", "the source's file was closed while its pages moved",
+                            from);
+                }
             }
         }
     }
@@ -374,7 +385,10 @@ public final class PostCopy {
                                 }
                                 (r[2] != 0 ? urgent : ahead).addLast(r);
                             }
-                            case PostCopyFrames.RESUMED -> resumedAt = in.getLong();
+                            case PostCopyFrames.RESUMED -> {
+                                in.getLong();  // the destination's clock, which means nothing on this host
+                                resumedAt = System.nanoTime();
+                            }
                             case PostCopyFrames.RESIDENT -> {
                                 resident = true;
                                 notifyAll();
