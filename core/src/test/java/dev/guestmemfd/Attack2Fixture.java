@@ -113,9 +113,10 @@ final class Attack2Fixture {
             }
             long offset = bb.getLong(at + 1);
             long length = Integer.toUnsignedLong(bb.getInt(at + 9));
+            boolean tagged = bb.getInt(8) >= 4;  // version 4: shared records carry a tag; kind 7, the layout, is sealed
             int body = switch (kind) {
-                case 1 -> (int) length;
-                case 2, 5 -> (int) length + 16;
+                case 1 -> (int) length + (tagged ? 16 : 0);
+                case 2, 5, 7 -> (int) length + 16;
                 default -> 0;
             };
             out.add(new Rec(at, at + 13 + body, kind, offset, length));

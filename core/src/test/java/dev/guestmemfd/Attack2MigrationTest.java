@@ -326,9 +326,6 @@ class Attack2MigrationTest {
     }
 
     @Test
-    @org.junit.jupiter.api.Disabled("FINDING: PostCopy.send throws a raw IllegalStateException (\"Already closed\", from "
-            + "MemorySegment.copy in PostCopy.serve) when the source file is closed while it serves pages, "
-            + "not the documented GuestMemoryException/IOException")
     void theSourceFileClosedFromAnotherThreadMidPostCopyFailsBothEndsWithoutACrash() throws Exception {
         sourceClosedMidSend(true);
     }
@@ -363,8 +360,6 @@ class Attack2MigrationTest {
     }
 
     @Test
-    @org.junit.jupiter.api.Disabled("FINDING: when GuestActivity.pause() throws, MemoryMigration.send and PostCopy.send "
-            + "throw without calling resume(): the contract says the activity runs again after a failed send")
     void anActivityWhosePauseThrowsIsResumedAfterTheFailedSend() throws Exception {
         org.assertj.core.api.SoftAssertions soft = new org.assertj.core.api.SoftAssertions();
         for (boolean post : new boolean[] {false, true}) {

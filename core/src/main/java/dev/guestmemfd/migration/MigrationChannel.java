@@ -242,6 +242,14 @@ public final class MigrationChannel implements Closeable {
     @Override
     public void close() throws IOException {
         try {
+            // The JDK's TLS 1.3 close, with a read timeout set, waits to read one byte from the
+            // peer (up to the whole timeout) before it lets go; a close must not wait for the
+            // peer. With no timeout it sends close_notify and skips only what has arrived.
+            try {
+                socket.setSoTimeout(0);
+            } catch (java.net.SocketException closed) {
+                // closed already: nothing to wait for
+            }
             socket.close();
         } finally {
             plain.close();

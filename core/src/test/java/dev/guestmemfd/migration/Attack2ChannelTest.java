@@ -359,8 +359,6 @@ class Attack2ChannelTest {
      * checked is 10 s.
      */
     @Test
-    @org.junit.jupiter.api.Disabled("FINDING: MigrationChannel.close() blocks until the peer closes its end too, up to the "
-            + "channel's whole read timeout (observed: 15 s and counting with a 60 s timeout; returns the moment the peer closes)")
     void closingAChannelDoesNotWaitForThePeerToClose() throws Exception {
         try (MigrationListener l = MigrationListener.bind(LOOPBACK, destination, peer(source))) {
             CompletableFuture<MigrationChannel> accepted = CompletableFuture.supplyAsync(() -> {
