@@ -40,7 +40,7 @@ import javax.crypto.SecretKey;
  * at the end, which {@link #verify} checks over the whole file, every version.
  */
 final class SnapshotFileSource implements PageSource {
-    private static final int NONE = -1;
+    private static final int NONE = PageRecordMap.NONE;
 
     private final FileChannel channel;
     private final SecretKey key;
@@ -50,7 +50,7 @@ final class SnapshotFileSource implements PageSource {
     private final int version;
     private final Snapshot.ReplayGuard replays;
     /** Per page: the index of the last record naming it with bytes, or {@link #NONE}. */
-    private final int[] recordOf;
+    private final PageRecordMap recordOf;
     /** Per record with bytes: the file position of its body, its offset, length, number and kind. */
     private final long[] bodyAt;
     private final long[] offsets;
@@ -112,7 +112,7 @@ final class SnapshotFileSource implements PageSource {
         final byte[] streamId;
         final long fileSize;
         final int version;
-        final int[] recordOf;
+        final PageRecordMap recordOf;
         /** The sealed layout, where the stream has one: the records must keep it. */
         LayoutPromise promise;
         final BitSet named = new BitSet();
@@ -142,8 +142,7 @@ final class SnapshotFileSource implements PageSource {
             if (pages > Integer.MAX_VALUE) {
                 throw new GuestMemoryException(Errno.EFBIG, op, "pages are indexed with an int: files up to 8 TiB", -1);
             }
-            recordOf = new int[(int) pages];
-            Arrays.fill(recordOf, NONE);
+            recordOf = new PageRecordMap((int) pages);
             long at = SnapshotFormat.HEADER_BYTES;
             long number = 0;
             // Direct: the channel reads straight into it, one copy less per record (a fifth of
@@ -208,7 +207,7 @@ final class SnapshotFileSource implements PageSource {
                     if (promise != null) {
                         promise.check(number, kind, first, first + length, op);
                     }
-                    Arrays.fill(recordOf, first, first + length, NONE);
+                    recordOf.fill(first, first + length, NONE);
                     named.set(first, first + length);
                     privateAtEnd.set(first, first + length, kind == PRIVATE_HOLE);
                     at = body;
@@ -227,7 +226,7 @@ final class SnapshotFileSource implements PageSource {
                     if (promise != null) {
                         promise.check(number, kind, first, end, op);
                     }
-                    Arrays.fill(recordOf, first, end, r);
+                    recordOf.fill(first, end, r);
                     named.set(first, end);
                     privateAtEnd.set(first, end, kind == PRIVATE);
                     at = body + bodyLength;
@@ -261,10 +260,10 @@ final class SnapshotFileSource implements PageSource {
             long page = GuestMemory.PAGE_SIZE;
             for (int p = named.nextSetBit(0); p >= 0; ) {
                 boolean priv = privateAtEnd.get(p);
-                boolean allocated = recordOf[p] != NONE;
+                boolean allocated = recordOf.get(p) != NONE;
                 int end = p + 1;
-                while (end < recordOf.length && named.get(end) && privateAtEnd.get(end) == priv
-                        && (recordOf[end] != NONE) == allocated) {
+                while (end < recordOf.pages() && named.get(end) && privateAtEnd.get(end) == priv
+                        && (recordOf.get(end) != NONE) == allocated) {
                     end++;
                 }
                 runs.add(new PageRun(p * page, (end - p) * page, priv ? Attribute.PRIVATE : Attribute.SHARED, allocated));
@@ -301,7 +300,7 @@ final class SnapshotFileSource implements PageSource {
     @Override
     public Extent extent(long offset) {
         int page = (int) (offset / GuestMemory.PAGE_SIZE);
-        int r = recordOf[page];
+        int r = recordOf.get(page);
         if (r == NONE) {
             return null;
         }
@@ -310,11 +309,11 @@ final class SnapshotFileSource implements PageSource {
         int recordFirst = (int) (offsets[r] / GuestMemory.PAGE_SIZE);
         int recordEnd = recordFirst + lengths[r] / (int) GuestMemory.PAGE_SIZE;
         int first = page;
-        while (first > recordFirst && recordOf[first - 1] == r) {
+        while (first > recordFirst && recordOf.get(first - 1) == r) {
             first--;
         }
         int end = page + 1;
-        while (end < recordEnd && recordOf[end] == r) {
+        while (end < recordEnd && recordOf.get(end) == r) {
             end++;
         }
         return new Extent(first * GuestMemory.PAGE_SIZE, (long) (end - first) * GuestMemory.PAGE_SIZE);
@@ -323,7 +322,7 @@ final class SnapshotFileSource implements PageSource {
     @Override
     public void read(Extent extent, MemorySegment into) throws IOException {
         String op = "lazyRestore(offset=" + extent.offset() + ")";
-        int r = recordOf[(int) (extent.offset() / GuestMemory.PAGE_SIZE)];
+        int r = recordOf.get((int) (extent.offset() / GuestMemory.PAGE_SIZE));
         if (r == NONE) {
             throw new GuestMemoryException(Errno.EINVAL, op, "no record holds these pages", extent.offset());
         }

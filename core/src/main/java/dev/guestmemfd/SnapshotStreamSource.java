@@ -61,7 +61,7 @@ import javax.crypto.SecretKey;
  * @implSpec Thread safe.
  */
 final class SnapshotStreamSource implements PageSource {
-    private static final int NONE = -1;
+    private static final int NONE = PageRecordMap.NONE;
     /** How long a waiter sleeps at most before it looks at the clock again. */
     private static final long POLL_NANOS = TimeUnit.MILLISECONDS.toNanos(50);
 
@@ -88,7 +88,7 @@ final class SnapshotStreamSource implements PageSource {
     private boolean claimed;
 
     // The index of a stream with a layout; guarded by lock.
-    private int[] recordOf;
+    private PageRecordMap recordOf;
     private long[] bodyAt = new long[64];
     private long[] offsets = new long[64];
     private int[] lengths = new int[64];
@@ -265,8 +265,7 @@ final class SnapshotStreamSource implements PageSource {
         String op = "lazyRestore";
         lock.lock();
         try {
-            recordOf = new int[(int) (fileSize / GuestMemory.PAGE_SIZE)];
-            Arrays.fill(recordOf, NONE);
+            recordOf = new PageRecordMap((int) (fileSize / GuestMemory.PAGE_SIZE));
             ready = true;
             changed.signalAll();
         } finally {
@@ -327,7 +326,7 @@ final class SnapshotStreamSource implements PageSource {
             lock.lock();
             try {
                 int r = add(body, offset, length, number, kind == PRIVATE);
-                Arrays.fill(recordOf, first, end, r);
+                recordOf.fill(first, end, r);
                 changed.signalAll();
             } finally {
                 lock.unlock();
@@ -459,10 +458,10 @@ final class SnapshotStreamSource implements PageSource {
         if (!promise.allocated(page)) {
             return null;
         }
-        await(() -> recordOf[page] != NONE, "lazyRestore(offset=" + offset + ")");
+        await(() -> recordOf.get(page) != NONE, "lazyRestore(offset=" + offset + ")");
         lock.lock();
         try {
-            int r = recordOf[page];
+            int r = recordOf.get(page);
             return new Extent(offsets[r], lengths[r]);
         } finally {
             lock.unlock();
@@ -477,7 +476,7 @@ final class SnapshotStreamSource implements PageSource {
         }
         String op = "lazyRestore(offset=" + extent.offset() + ")";
         int page = (int) (extent.offset() / GuestMemory.PAGE_SIZE);
-        await(() -> recordOf[page] != NONE, op);
+        await(() -> recordOf.get(page) != NONE, op);
         long body;
         long offset;
         int length;
@@ -485,7 +484,7 @@ final class SnapshotStreamSource implements PageSource {
         boolean isSealed;
         lock.lock();
         try {
-            int r = recordOf[page];
+            int r = recordOf.get(page);
             body = bodyAt[r];
             offset = offsets[r];
             length = lengths[r];
