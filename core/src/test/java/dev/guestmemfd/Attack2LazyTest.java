@@ -1,5 +1,6 @@
 package dev.guestmemfd;
 
+import dev.guestmemfd.testing.ForwardingPageSource;
 import static dev.guestmemfd.Attack2Fixture.HEADER;
 import static dev.guestmemfd.Attack2Fixture.PAGE;
 import static dev.guestmemfd.Attack2Fixture.SIZE;
@@ -71,38 +72,17 @@ class Attack2LazyTest {
     }
 
     /** A source whose reads wait until the gate opens (or it is closed): fetches that hang on a slow disk or network. */
-    static final class GatedSource implements PageSource {
-        final PageSource inner;
+    static final class GatedSource extends ForwardingPageSource {
         final CountDownLatch gate = new CountDownLatch(1);
         final CountDownLatch reading = new CountDownLatch(1);
         final AtomicInteger reads = new AtomicInteger();
 
         GatedSource(PageSource inner) {
-            this.inner = inner;
+            super(inner);
         }
 
         void open() {
             gate.countDown();
-        }
-
-        @Override
-        public long fileSize() {
-            return inner.fileSize();
-        }
-
-        @Override
-        public List<PageRun> layout() {
-            return inner.layout();
-        }
-
-        @Override
-        public List<byte[]> ownerStates() {
-            return inner.ownerStates();
-        }
-
-        @Override
-        public Extent extent(long offset) {
-            return inner.extent(offset);
         }
 
         @Override
@@ -117,11 +97,6 @@ class Attack2LazyTest {
             }
             reads.incrementAndGet();
             inner.read(extent, into);
-        }
-
-        @Override
-        public void verify() throws IOException {
-            inner.verify();
         }
 
         @Override

@@ -1,5 +1,6 @@
 package dev.guestmemfd;
 
+import dev.guestmemfd.testing.ForwardingPageSource;
 import static dev.guestmemfd.LazyRestoreTest.SECRET;
 import static dev.guestmemfd.LazyRestoreTest.WAIT;
 import static dev.guestmemfd.LazyRestoreTest.bytes;
@@ -147,37 +148,11 @@ class LazyStreamRestoreTest {
     }
 
     /** A source whose {@link #verify} waits until released: time between the reads and the end check. */
-    static final class HeldVerify implements PageSource {
-        final PageSource inner;
+    static final class HeldVerify extends ForwardingPageSource {
         final CountDownLatch release = new CountDownLatch(1);
 
         HeldVerify(PageSource inner) {
-            this.inner = inner;
-        }
-
-        @Override
-        public long fileSize() {
-            return inner.fileSize();
-        }
-
-        @Override
-        public List<PageRun> layout() {
-            return inner.layout();
-        }
-
-        @Override
-        public List<byte[]> ownerStates() {
-            return inner.ownerStates();
-        }
-
-        @Override
-        public Extent extent(long offset) {
-            return inner.extent(offset);
-        }
-
-        @Override
-        public void read(Extent extent, MemorySegment into) throws IOException {
-            inner.read(extent, into);
+            super(inner);
         }
 
         @Override
@@ -188,11 +163,6 @@ class LazyStreamRestoreTest {
                 Thread.currentThread().interrupt();
             }
             inner.verify();
-        }
-
-        @Override
-        public void close() throws IOException {
-            inner.close();
         }
     }
 

@@ -1,10 +1,8 @@
 package dev.guestmemfd.testing;
 
-import dev.guestmemfd.PageRun;
 import dev.guestmemfd.PageSource;
 import java.io.IOException;
 import java.lang.foreign.MemorySegment;
-import java.util.List;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicInteger;
@@ -13,15 +11,14 @@ import java.util.concurrent.atomic.AtomicInteger;
  * A page source whose reads wait for a gate, and can be told to fail from an offset on: a
  * slow or dying remote in front of a real source. Everything else passes through.
  */
-public final class GatedPageSource implements PageSource {
-    private final PageSource inner;
+public final class GatedPageSource extends ForwardingPageSource {
     private final CountDownLatch gate = new CountDownLatch(1);
     private final AtomicInteger reads = new AtomicInteger();
     /** Reads of extents from this offset on fail; none while it is {@link Long#MAX_VALUE}. */
     private volatile long deadFrom = Long.MAX_VALUE;
 
     public GatedPageSource(PageSource inner) {
-        this.inner = inner;
+        super(inner);
     }
 
     /** Lets every read waiting, and every later one, through. */
@@ -45,26 +42,6 @@ public final class GatedPageSource implements PageSource {
     }
 
     @Override
-    public long fileSize() {
-        return inner.fileSize();
-    }
-
-    @Override
-    public List<PageRun> layout() {
-        return inner.layout();
-    }
-
-    @Override
-    public List<byte[]> ownerStates() {
-        return inner.ownerStates();
-    }
-
-    @Override
-    public Extent extent(long offset) {
-        return inner.extent(offset);
-    }
-
-    @Override
     public void read(Extent extent, MemorySegment into) throws IOException {
         reads.incrementAndGet();
         try {
@@ -78,15 +55,5 @@ public final class GatedPageSource implements PageSource {
             throw new IOException("the source died");
         }
         inner.read(extent, into);
-    }
-
-    @Override
-    public void verify() throws IOException {
-        inner.verify();
-    }
-
-    @Override
-    public void close() throws IOException {
-        inner.close();
     }
 }

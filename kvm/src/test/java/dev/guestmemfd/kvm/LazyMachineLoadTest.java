@@ -1,5 +1,6 @@
 package dev.guestmemfd.kvm;
 
+import dev.guestmemfd.testing.ForwardingPageSource;
 import static org.assertj.core.api.Assertions.assertThat;
 import static org.assertj.core.api.Assertions.assertThatThrownBy;
 
@@ -162,35 +163,14 @@ class LazyMachineLoadTest {
     }
 
     /** A source whose reads wait for a gate, take a while each, can fail, and are counted per extent. */
-    static final class WatchedSource implements PageSource {
-        final PageSource inner;
+    static final class WatchedSource extends ForwardingPageSource {
         final CountDownLatch gate = new CountDownLatch(1);
         final AtomicInteger reads = new AtomicInteger();
         final Map<Long, Integer> readsPerExtent = new ConcurrentHashMap<>();
         volatile long delayMillis;
 
         WatchedSource(PageSource inner) {
-            this.inner = inner;
-        }
-
-        @Override
-        public long fileSize() {
-            return inner.fileSize();
-        }
-
-        @Override
-        public List<PageRun> layout() {
-            return inner.layout();
-        }
-
-        @Override
-        public List<byte[]> ownerStates() {
-            return inner.ownerStates();
-        }
-
-        @Override
-        public Extent extent(long offset) {
-            return inner.extent(offset);
+            super(inner);
         }
 
         @Override
@@ -206,16 +186,6 @@ class LazyMachineLoadTest {
                 throw new IOException(e);
             }
             inner.read(extent, into);
-        }
-
-        @Override
-        public void verify() throws IOException {
-            inner.verify();
-        }
-
-        @Override
-        public void close() throws IOException {
-            inner.close();
         }
     }
 
