@@ -308,7 +308,11 @@ class LazyRestoreTest {
             try (LazyRestore restore = LazyRestore.start(List.of(owner), source, s -> { });
                  HostMapping host = target.map(0, pages * PAGE)) {
                 List<Throwable> heard = new java.util.concurrent.CopyOnWriteArrayList<>();
-                restore.onFailure(heard::add);
+                java.util.concurrent.CountDownLatch told = new java.util.concurrent.CountDownLatch(1);
+                restore.onFailure(t -> {
+                    heard.add(t);
+                    told.countDown();
+                });
                 try (FileChannel cut = FileChannel.open(file, StandardOpenOption.WRITE)) {
                     cut.truncate(Files.size(file) / 4);
                 }
@@ -331,6 +335,8 @@ class LazyRestoreTest {
                                 dev.guestmemfd.linux.Errno.EHWPOISON.number()));
                 assertThatThrownBy(() -> restore.await(WAIT)).isInstanceOf(GuestMemoryException.class);
                 assertThat(restore.failure()).isPresent();
+                // listeners run after the failure is visible to waiters: wait for them (bounded)
+                assertThat(told.await(60, TimeUnit.SECONDS)).isTrue();
                 assertThat(heard).hasSize(1);
                 // from now on the file refuses library access rather than show a half restore
                 assertThatThrownBy(() -> host.read(PAGE, (int) PAGE)).isInstanceOf(GuestMemoryException.class);
