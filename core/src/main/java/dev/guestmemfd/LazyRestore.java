@@ -478,7 +478,11 @@ public final class LazyRestore implements AutoCloseable {
                 fetchClaimed(p);
                 sample(System.nanoTime() - start);
                 state = states.get(p);
-            } else if (state == PageStates.FETCHING) {
+            } else {
+                // Read ABSENT but lost the claim, or read FETCHING: another thread brings the
+                // page. Wait for it whatever was read: going on would let the caller touch a
+                // page not yet there (zeros through the host's mapping, which also make the
+                // fetcher's copy fail as "filled outside the restore").
                 try {
                     state = states.await(p);
                 } catch (InterruptedException e) {
