@@ -12,6 +12,7 @@ import java.lang.foreign.MemoryLayout;
 import java.lang.foreign.MemorySegment;
 import java.lang.foreign.StructLayout;
 import java.lang.invoke.MethodHandle;
+import java.util.concurrent.locks.ReentrantReadWriteLock;
 
 /**
  * {@code userfaultfd(2)}: a file descriptor through which a process serves the page faults of
@@ -100,6 +101,12 @@ public final class Userfaultfd implements AutoCloseable {
     private final MemorySegment messages = arena.allocate(MSG, MAX_MESSAGES);
     private final MemorySegment pollFd = arena.allocate(8);
     private volatile boolean closed;
+    /**
+     * Held shared by every call on the descriptor, exclusively by {@link #close}: a call that
+     * races a close either ends before the descriptor is closed or finds it closed
+     * ({@code EBADF}), never reaches a number the process may have given to another file since.
+     */
+    private final ReentrantReadWriteLock use = new ReentrantReadWriteLock();
 
     private Userfaultfd(int fd, long features) {
         this.fd = fd;
@@ -198,10 +205,13 @@ public final class Userfaultfd implements AutoCloseable {
      */
     public void link() {
         poll(0);
+        enter("read");
         try {
             Fd.read(fd, messages.asSlice(0, MSG.byteSize()));
         } catch (LinuxException e) {
             // EAGAIN: no message, as expected; the call is linked all the same
+        } finally {
+            use.readLock().unlock();
         }
         try (Arena a = Arena.ofConfined()) {
             copy(a.allocate(COPY), 0, 0, 0);  // EINVAL: an empty range; linked all the same
@@ -228,6 +238,7 @@ public final class Userfaultfd implements AutoCloseable {
      *                        descriptor has it
      */
     public long register(long address, long length) {
+        enter("register");
         try (Arena a = Arena.ofConfined()) {
             MemorySegment reg = a.allocate(REGISTER);
             reg.set(JAVA_LONG, 0, address);
@@ -235,6 +246,8 @@ public final class Userfaultfd implements AutoCloseable {
             reg.set(JAVA_LONG, 16, REGISTER_MODE_MISSING);
             Ioctl.ioctl(fd, UFFDIO_REGISTER, reg);
             return reg.get(JAVA_LONG, 24);
+        } finally {
+            use.readLock().unlock();
         }
     }
 
@@ -249,12 +262,38 @@ public final class Userfaultfd implements AutoCloseable {
     }
 
     private void rangeIoctl(long request, long address, long length) {
+        enter("range ioctl");
         try (Arena a = Arena.ofConfined()) {
             MemorySegment range = a.allocate(RANGE);
             range.set(JAVA_LONG, 0, address);
             range.set(JAVA_LONG, 8, length);
             Ioctl.ioctl(fd, request, range);
+        } finally {
+            use.readLock().unlock();
         }
+    }
+
+    /**
+     * Takes the descriptor for one call (the read lock, to release after it).
+     *
+     * @throws LinuxException {@code EBADF} once closed
+     */
+    private void enter(String call) {
+        use.readLock().lock();
+        if (closed) {
+            use.readLock().unlock();
+            throw new LinuxException(Errno.EBADF.number(), call + "(userfaultfd, closed)");
+        }
+    }
+
+    /** {@return true with the descriptor taken for one call, false (nothing taken) once closed} */
+    private boolean tryEnter() {
+        use.readLock().lock();
+        if (closed) {
+            use.readLock().unlock();
+            return false;
+        }
+        return true;
     }
 
     /**
@@ -272,7 +311,15 @@ public final class Userfaultfd implements AutoCloseable {
         args.set(JAVA_LONG, 16, length);
         args.set(JAVA_LONG, 24, 0L);
         args.set(JAVA_LONG, 32, 0L);
-        int rc = Ioctl.ioctlOrErrno(fd, UFFDIO_COPY, args.address());
+        if (!tryEnter()) {
+            return -Errno.EBADF.number();
+        }
+        int rc;
+        try {
+            rc = Ioctl.ioctlOrErrno(fd, UFFDIO_COPY, args.address());
+        } finally {
+            use.readLock().unlock();
+        }
         long copied = args.get(JAVA_LONG, 32);
         return rc < 0 ? (copied > 0 ? copied : rc) : copied;
     }
@@ -302,7 +349,15 @@ public final class Userfaultfd implements AutoCloseable {
         args.set(JAVA_LONG, 8, length);
         args.set(JAVA_LONG, 16, 0L);
         args.set(JAVA_LONG, 24, 0L);
-        int rc = Ioctl.ioctlOrErrno(fd, request, args.address());
+        if (!tryEnter()) {
+            return -Errno.EBADF.number();
+        }
+        int rc;
+        try {
+            rc = Ioctl.ioctlOrErrno(fd, request, args.address());
+        } finally {
+            use.readLock().unlock();
+        }
         long done = args.get(JAVA_LONG, 24);
         return rc < 0 ? (done > 0 ? done : rc) : done;
     }
@@ -312,6 +367,15 @@ public final class Userfaultfd implements AutoCloseable {
      * {@code timeoutMillis} for them} Other events are skipped; empty after the timeout.
      */
     public long[] poll(int timeoutMillis) {
+        enter("poll");
+        try {
+            return pollTaken(timeoutMillis);
+        } finally {
+            use.readLock().unlock();
+        }
+    }
+
+    private long[] pollTaken(int timeoutMillis) {
         pollFd.set(JAVA_INT, 0, fd);
         pollFd.set(JAVA_SHORT, 4, POLLIN);
         pollFd.set(JAVA_SHORT, 6, (short) 0);
@@ -360,16 +424,21 @@ public final class Userfaultfd implements AutoCloseable {
 
     /**
      * Closes the descriptor: every range it registered returns to the kernel's own fault
-     * handling and every waiting thread is woken to fault again. The caller makes sure no
-     * thread is in {@link #poll} any more.
+     * handling and every waiting thread is woken to fault again. Waits for the calls in
+     * flight (a {@link #poll} for at most its timeout); later calls find it closed.
      */
     @Override
-    public synchronized void close() {
-        if (closed) {
-            return;
+    public void close() {
+        use.writeLock().lock();
+        try {
+            if (closed) {
+                return;
+            }
+            closed = true;
+            Fd.close(fd);
+            arena.close();
+        } finally {
+            use.writeLock().unlock();
         }
-        closed = true;
-        Fd.close(fd);
-        arena.close();
     }
 }

@@ -97,4 +97,48 @@ class UserfaultfdTest {
             Fd.close(sink);
         }
     }
+
+    /**
+     * A call that races the close never reaches the descriptor's number after it is closed (the
+     * process may have given the number to another file by then): it ends first, or finds the
+     * descriptor closed. A file opened right after the close takes the number back; calls on the
+     * closed object then answer EBADF and leave that file alone.
+     */
+    @Test
+    @Timeout(30)
+    void callsAfterOrDuringCloseAnswerEbadfAndNeverReachAReusedNumber() throws Exception {
+        for (int round = 0; round < 20; round++) {
+            Userfaultfd uffd = Userfaultfd.open(Userfaultfd.FEATURE_POISON);
+            CompletableFuture<Object> poller = CompletableFuture.supplyAsync(() -> {
+                try {
+                    for (int i = 0; i < 1_000; i++) {
+                        uffd.poll(1);
+                    }
+                    return "polled";
+                } catch (LinuxException e) {
+                    return e;
+                }
+            });
+            Thread.sleep(round % 3);
+            uffd.close();
+            Object outcome = poller.get(20, TimeUnit.SECONDS);
+            if (outcome instanceof LinuxException e) {
+                assertThat(e.errno()).isEqualTo(Errno.EBADF.number());
+            }
+            int reused = Memfd.create(NoLeaks.NAME, Memfd.MFD_CLOEXEC);
+            try (Arena arena = Arena.ofConfined()) {
+                // Most often the same number (the lowest free one); another thread of this JVM
+                // may take it first, which changes nothing below.
+                assertThat(reused).isGreaterThanOrEqualTo(0);
+                assertThat(uffd.copy(arena.allocate(Userfaultfd.COPY), 0, 0, 4096)).isEqualTo(-Errno.EBADF.number());
+                assertThat(uffd.zeroPage(arena.allocate(Userfaultfd.ZEROPAGE), 0, 4096)).isEqualTo(-Errno.EBADF.number());
+                assertThat(org.assertj.core.api.Assertions.catchThrowableOfType(LinuxException.class, () -> uffd.poll(0)).errno())
+                        .isEqualTo(Errno.EBADF.number());
+                assertThat(org.assertj.core.api.Assertions.catchThrowableOfType(LinuxException.class, () -> uffd.wake(0, 4096))
+                        .errno()).isEqualTo(Errno.EBADF.number());
+            } finally {
+                Fd.close(reused);
+            }
+        }
+    }
 }
