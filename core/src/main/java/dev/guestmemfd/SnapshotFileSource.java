@@ -52,11 +52,7 @@ final class SnapshotFileSource implements PageSource {
     /** Per page: the index of the last record naming it with bytes, or {@link #NONE}. */
     private final PageRecordMap recordOf;
     /** Per record with bytes: the file position of its body, its offset, length, number and kind. */
-    private final long[] bodyAt;
-    private final long[] offsets;
-    private final int[] lengths;
-    private final long[] numbers;
-    private final boolean[] sealed;
+    private final PageRecords records;
     private final List<PageRun> layout;
     private final List<byte[]> states;
     /** Where the end record starts: the digest covers everything before the trailer. */
@@ -73,12 +69,7 @@ final class SnapshotFileSource implements PageSource {
         this.fileSize = index.fileSize;
         this.version = index.version;
         this.recordOf = index.recordOf;
-        int n = index.records;
-        this.bodyAt = Arrays.copyOf(index.bodyAt, n);
-        this.offsets = Arrays.copyOf(index.offsets, n);
-        this.lengths = Arrays.copyOf(index.lengths, n);
-        this.numbers = Arrays.copyOf(index.numbers, n);
-        this.sealed = Arrays.copyOf(index.sealed, n);
+        this.records = index.records;
         this.layout = index.layout();
         this.states = List.copyOf(index.states);
         this.trailerAt = index.trailerAt;
@@ -118,12 +109,7 @@ final class SnapshotFileSource implements PageSource {
         final BitSet named = new BitSet();
         final BitSet privateAtEnd = new BitSet();
         final List<byte[]> states = new ArrayList<>();
-        long[] bodyAt = new long[64];
-        long[] offsets = new long[64];
-        int[] lengths = new int[64];
-        long[] numbers = new long[64];
-        boolean[] sealed = new boolean[64];
-        int records;
+        final PageRecords records = new PageRecords();
         long trailerAt;
         long endCount;
         long recordCount;
@@ -220,7 +206,7 @@ final class SnapshotFileSource implements PageSource {
                     if (size - body < bodyLength) {
                         throw bad(op, "the stream ends early");
                     }
-                    int r = add(body, offset, length, number, kind == PRIVATE);
+                    int r = records.add(body, offset, length, number, kind == PRIVATE);
                     int first = (int) (offset / GuestMemory.PAGE_SIZE);
                     int end = first + length / (int) GuestMemory.PAGE_SIZE;
                     if (promise != null) {
@@ -237,22 +223,6 @@ final class SnapshotFileSource implements PageSource {
             }
         }
 
-        private int add(long body, long offset, int length, long number, boolean isSealed) {
-            if (records == bodyAt.length) {
-                int grown = records * 2;
-                bodyAt = Arrays.copyOf(bodyAt, grown);
-                offsets = Arrays.copyOf(offsets, grown);
-                lengths = Arrays.copyOf(lengths, grown);
-                numbers = Arrays.copyOf(numbers, grown);
-                sealed = Arrays.copyOf(sealed, grown);
-            }
-            bodyAt[records] = body;
-            offsets[records] = offset;
-            lengths[records] = length;
-            numbers[records] = number;
-            sealed[records] = isSealed;
-            return records++;
-        }
 
         /** Runs of equal final state over the named pages: allocated where a record's bytes are last. */
         List<PageRun> layout() {
@@ -306,8 +276,8 @@ final class SnapshotFileSource implements PageSource {
         }
         // The pages around this one whose last record is the same: a later record may have
         // taken some pages of this one over.
-        int recordFirst = (int) (offsets[r] / GuestMemory.PAGE_SIZE);
-        int recordEnd = recordFirst + lengths[r] / (int) GuestMemory.PAGE_SIZE;
+        int recordFirst = (int) (records.offset(r) / GuestMemory.PAGE_SIZE);
+        int recordEnd = recordFirst + records.length(r) / (int) GuestMemory.PAGE_SIZE;
         int first = page;
         while (first > recordFirst && recordOf.get(first - 1) == r) {
             first--;
@@ -326,23 +296,23 @@ final class SnapshotFileSource implements PageSource {
         if (r == NONE) {
             throw new GuestMemoryException(Errno.EINVAL, op, "no record holds these pages", extent.offset());
         }
-        int bodyLength = SnapshotFormat.bodyBytes(sealed[r] ? PRIVATE : SnapshotFormat.SHARED, lengths[r], version);
+        int bodyLength = SnapshotFormat.bodyBytes(records.sealed(r) ? PRIVATE : SnapshotFormat.SHARED, records.length(r), version);
         ByteBuffer body = ByteBuffer.allocate(bodyLength);
         try {
-            readFully(channel, body, bodyAt[r], op);
+            readFully(channel, body, records.bodyAt(r), op);
         } catch (java.nio.channels.ClosedChannelException closed) {
             throw new IOException(op + ": the snapshot file was closed", closed);
         }
-        if (!sealed[r] && version >= SnapshotFormat.TAGGED_VERSION) {
+        if (!records.sealed(r) && version >= SnapshotFormat.TAGGED_VERSION) {
             // Checked as read, not at open: the bytes handed on are the ones checked.
-            SnapshotFormat.checkTag(key, streamId, numbers[r], offsets[r], body.array(), lengths[r], op);
+            SnapshotFormat.checkTag(key, streamId, records.number(r), records.offset(r), body.array(), records.length(r), op);
         }
-        byte[] plain = sealed[r]
-                ? SnapshotFormat.open(key, streamId, numbers[r], PRIVATE, offsets[r], body.array(), bodyLength, op)
+        byte[] plain = records.sealed(r)
+                ? SnapshotFormat.open(key, streamId, records.number(r), PRIVATE, records.offset(r), body.array(), bodyLength, op)
                 : body.array();
-        MemorySegment.copy(plain, (int) (extent.offset() - offsets[r]), into, ValueLayout.JAVA_BYTE, 0, (int) extent.length());
+        MemorySegment.copy(plain, (int) (extent.offset() - records.offset(r)), into, ValueLayout.JAVA_BYTE, 0, (int) extent.length());
         Arrays.fill(plain, (byte) 0);  // private bytes do not linger on the heap
-        if (sealed[r]) {
+        if (records.sealed(r)) {
             Arrays.fill(body.array(), (byte) 0);
         }
     }

@@ -89,12 +89,7 @@ final class SnapshotStreamSource implements PageSource {
 
     // The index of a stream with a layout; guarded by lock.
     private PageRecordMap recordOf;
-    private long[] bodyAt = new long[64];
-    private long[] offsets = new long[64];
-    private int[] lengths = new int[64];
-    private long[] numbers = new long[64];
-    private boolean[] sealed = new boolean[64];
-    private int records;
+    private final PageRecords records = new PageRecords();
     private boolean ready;
     private boolean ended;
     private RuntimeException failure;
@@ -325,7 +320,7 @@ final class SnapshotStreamSource implements PageSource {
             }
             lock.lock();
             try {
-                int r = add(body, offset, length, number, kind == PRIVATE);
+                int r = records.add(body, offset, length, number, kind == PRIVATE);
                 recordOf.fill(first, end, r);
                 changed.signalAll();
             } finally {
@@ -342,22 +337,6 @@ final class SnapshotStreamSource implements PageSource {
         return digested.getMessageDigest().digest();
     }
 
-    private int add(long body, long offset, int length, long number, boolean isSealed) {
-        if (records == bodyAt.length) {
-            int grown = records * 2;
-            bodyAt = Arrays.copyOf(bodyAt, grown);
-            offsets = Arrays.copyOf(offsets, grown);
-            lengths = Arrays.copyOf(lengths, grown);
-            numbers = Arrays.copyOf(numbers, grown);
-            sealed = Arrays.copyOf(sealed, grown);
-        }
-        bodyAt[records] = body;
-        offsets[records] = offset;
-        lengths[records] = length;
-        numbers[records] = number;
-        sealed[records] = isSealed;
-        return records++;
-    }
 
     // ---------------------------------------------------------------- failing and waiting
 
@@ -462,7 +441,7 @@ final class SnapshotStreamSource implements PageSource {
         lock.lock();
         try {
             int r = recordOf.get(page);
-            return new Extent(offsets[r], lengths[r]);
+            return new Extent(records.offset(r), records.length(r));
         } finally {
             lock.unlock();
         }
@@ -485,11 +464,11 @@ final class SnapshotStreamSource implements PageSource {
         lock.lock();
         try {
             int r = recordOf.get(page);
-            body = bodyAt[r];
-            offset = offsets[r];
-            length = lengths[r];
-            number = numbers[r];
-            isSealed = sealed[r];
+            body = records.bodyAt(r);
+            offset = records.offset(r);
+            length = records.length(r);
+            number = records.number(r);
+            isSealed = records.sealed(r);
         } finally {
             lock.unlock();
         }
