@@ -1,18 +1,14 @@
 package dev.guestmemfd.cli;
 
-import dev.guestmemfd.Attribute;
 import dev.guestmemfd.Backing;
 import dev.guestmemfd.Errno;
 import dev.guestmemfd.GuestMemory;
 import dev.guestmemfd.LazyRestore;
-import dev.guestmemfd.kvm.GuestLayout;
 import dev.guestmemfd.kvm.Kvm;
 import dev.guestmemfd.kvm.LazyMachineLoad;
 import dev.guestmemfd.kvm.Machine;
-import dev.guestmemfd.kvm.Memslot;
 import dev.guestmemfd.kvm.Migration;
 import java.io.IOException;
-import java.lang.foreign.MemorySegment;
 import java.net.InetAddress;
 import java.net.ServerSocket;
 import java.net.Socket;
@@ -80,8 +76,8 @@ final class GuestPostCopyDemo {
                 List<Long> before = MigrateCommand.ticks(report.source().serial());
                 List<Long> after = MigrateCommand.ticks(landed.outcome().serial());
                 long lastAtSource = before.isEmpty() ? 0 : before.getLast();
-                continued = !after.isEmpty() && after.getFirst() == lastAtSource + 1 && follow(after);
-                differing = differingPages(source, load.machine());
+                continued = !after.isEmpty() && after.getFirst() == lastAtSource + 1 && GuestComparison.ticksFollow(after);
+                differing = GuestComparison.differingPages(source, load.machine());
                 LazyRestore.Stats stats = load.restore().stats();
                 out.put("backing", GuestOptions.name(config.backing()));
                 out.put("destinationBacking", GuestOptions.name(load.machine().config().backing()));
@@ -172,42 +168,5 @@ final class GuestPostCopyDemo {
             destination.get(TIMEOUT.toSeconds(), TimeUnit.SECONDS);
             return report.pausedToRestoredNs();
         }
-    }
-
-    private static boolean follow(List<Long> ticks) {
-        for (int i = 1; i < ticks.size(); i++) {
-            if (ticks.get(i) != ((ticks.get(i - 1) + 1) & 0xffffffffL)) {
-                return false;
-            }
-        }
-        return true;
-    }
-
-    /** {@return the pages whose attribute or bytes differ, the count page aside; guest_memfd private pages by attribute only} */
-    private static long differingPages(Machine source, Machine destination) {
-        GuestMemory a = source.memory();
-        GuestMemory b = destination.memory();
-        long page = GuestMemory.PAGE_SIZE;
-        boolean readPrivate = a.backing() != Backing.KERNEL && b.backing() != Backing.KERNEL;
-        long differing = 0;
-        for (long at = 0; at < a.size(); at += page) {
-            if (a.attribute(at) != b.attribute(at)) {
-                differing++;
-            } else if (at != GuestLayout.region(0) && (a.attribute(at) == Attribute.SHARED || readPrivate)
-                    && ownerPage(source, at).mismatch(ownerPage(destination, at)) >= 0) {
-                differing++;
-            }
-        }
-        return differing;
-    }
-
-    private static MemorySegment ownerPage(Machine machine, long offset) {
-        for (Memslot slot : machine.memslots()) {
-            long from = slot.binding().offset();
-            if (offset >= from && offset - from < slot.binding().length()) {
-                return slot.binding().pages().asSlice(offset - from, GuestMemory.PAGE_SIZE);
-            }
-        }
-        throw new IllegalStateException("no memslot covers offset " + offset);
     }
 }
